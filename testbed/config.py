@@ -1,0 +1,453 @@
+"""Typed scenario configuration: defaults are the paper's Table 2 and Sec. 7.1.
+
+A scenario is four sections (network, timing, catalogue, utility) plus a run seed.
+It loads from and saves to TOML; every value is checked on construction and a
+wrong one raises :class:`ConfigError` naming the key and the allowed range.
+
+Units are in the field names (``_hz``, ``_dbm``, ``_bps``, ``_mb``, ``_gb``, ``_s``,
+``_m``). MB = 10^6 bytes, GB = 10^9 bytes. dBm values are converted to watts once,
+in :func:`ScenarioConfig.derived`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+BITS_PER_MB = 8e6
+BYTES_PER_GB = 1e9
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+def _check_range(
+    key: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    lo_ok = low is None or (value > low if low_open else value >= low)
+    hi_ok = high is None or (value < high if high_open else value <= high)
+    if not (lo_ok and hi_ok):
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
+        interval = f"{left}{lo}, {hi}{right}"
+        raise ConfigError(f"{key} = {value!r} is out of range: allowed {interval}")
+
+
+def _check_int(key: str, value: int, low: int, high: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    _check_range(key, value, low, high)
+
+
+def _check_interval(
+    key: str, value: tuple[float, float], low: float, high: float, *, low_open: bool = False
+) -> None:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ConfigError(f"{key} must be a [low, high] pair, got {value!r}")
+    for bound in value:
+        _check_range(key, bound, low, high, low_open=low_open)
+    if value[0] > value[1]:
+        raise ConfigError(f"{key} = {list(value)!r}: low must not exceed high")
+
+
+def _check_stochastic(key: str, matrix: list[list[float]], size: int) -> None:
+    arr = np.asarray(matrix, dtype=float)
+    if arr.shape != (size, size):
+        raise ConfigError(f"{key} must be a {size}x{size} matrix, got shape {arr.shape}")
+    if (arr < 0).any() or not np.allclose(arr.sum(axis=1), 1.0, atol=1e-9):
+        raise ConfigError(f"{key} must be row-stochastic: entries in [0, 1], rows summing to 1")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Radio access and backhaul (Table 2, Sec. 7.1)."""
+
+    num_users: int = 10
+    """U, users in the cell."""
+    area_side_m: float = 250.0
+    """Side of the square area; the BS sits at its centre."""
+    min_distance_m: float = 10.0
+    """Users never come closer to the BS than this (keeps eq. (3) finite)."""
+    uplink_bandwidth_hz: float = 20e6
+    """W_up, shared by all users through the ratios b_u (eq. (2))."""
+    downlink_bandwidth_hz: float = 40e6
+    """W_dw, per-user downlink bandwidth (eq. (5))."""
+    user_tx_power_dbm: float = 23.0
+    """p_u."""
+    bs_tx_power_dbm: float = 43.0
+    """p_BS."""
+    noise_psd_dbm_per_hz: float = -176.0
+    """N0."""
+    backhaul_up_rate_bps: float = 100e6
+    """R_bc, BS to cloud (eq. (4))."""
+    backhaul_down_rate_bps: float = 100e6
+    """R_cb, cloud to BS (eq. (6))."""
+    input_size_mb: tuple[float, float] = (5.0, 10.0)
+    """Range of the request input size d_in (uniform)."""
+    location_transition: tuple[tuple[float, ...], ...] = (
+        (0.6, 0.1, 0.3),
+        (0.3, 0.6, 0.1),
+        (0.1, 0.3, 0.6),
+    )
+    """P^Lambda of eq. (36): uniform, concentrated, boundary."""
+    concentrated_sigma_m: float = 30.0
+    """Std. dev. per axis of user positions around the BS in the concentrated state."""
+    boundary_band_m: float = 25.0
+    """Width of the band along the area's edge that holds users in the boundary state."""
+
+    def validate(self) -> None:
+        _check_int("network.num_users", self.num_users, 1, 256)
+        _check_range("network.area_side_m", self.area_side_m, 0, None, low_open=True)
+        _check_range(
+            "network.min_distance_m", self.min_distance_m, 0, self.area_side_m / 2, low_open=True
+        )
+        for key in ("uplink_bandwidth_hz", "downlink_bandwidth_hz"):
+            _check_range(f"network.{key}", getattr(self, key), 0, None, low_open=True)
+        for key in ("user_tx_power_dbm", "bs_tx_power_dbm"):
+            _check_range(f"network.{key}", getattr(self, key), -50, 80)
+        _check_range("network.noise_psd_dbm_per_hz", self.noise_psd_dbm_per_hz, -250, -100)
+        for key in ("backhaul_up_rate_bps", "backhaul_down_rate_bps"):
+            _check_range(f"network.{key}", getattr(self, key), 0, None, low_open=True)
+        _check_interval("network.input_size_mb", self.input_size_mb, 0, 1e6, low_open=True)
+        _check_stochastic("network.location_transition", self.location_transition, 3)
+        _check_range(
+            "network.concentrated_sigma_m", self.concentrated_sigma_m, 0, None, low_open=True
+        )
+        _check_range(
+            "network.boundary_band_m",
+            self.boundary_band_m,
+            0,
+            self.area_side_m / 2 - self.min_distance_m,
+            low_open=True,
+        )
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """The two timescales (Sec. 3.1)."""
+
+    num_frames: int = 10
+    """T, frames per episode (caching decisions)."""
+    slots_per_frame: int = 10
+    """K, slots per frame (allocation decisions)."""
+    slot_duration_s: float = 20.0
+    """tau, also the delay bound of (11h)."""
+
+    def validate(self) -> None:
+        _check_int("timing.num_frames", self.num_frames, 1, 100_000)
+        _check_int("timing.slots_per_frame", self.slots_per_frame, 1, 100_000)
+        _check_range("timing.slot_duration_s", self.slot_duration_s, 0, None, low_open=True)
+
+
+@dataclass(frozen=True)
+class CatalogueConfig:
+    """GenAI models, their popularity and their quality/latency curves (Sec. 7.1)."""
+
+    num_models: int = 10
+    """M, model types; model m serves service type m (0-based in code)."""
+    cache_capacity_gb: float = 20.0
+    """C, storage of the edge server."""
+    total_steps: int = 1000
+    """L (script L in the paper), denoising steps the edge runs per slot."""
+    model_size_gb: tuple[float, float] = (2.0, 10.0)
+    """Range of c_m."""
+    output_size_mb: tuple[float, float] = (5.0, 10.0)
+    """Range of d_op."""
+    a1_steps: tuple[float, float] = (50.0, 100.0)
+    """Range of A1, steps where quality starts to improve (eq. (7))."""
+    a2_tv: tuple[float, float] = (100.0, 150.0)
+    """Range of A2, the worst TV (eq. (7))."""
+    a3_steps: tuple[float, float] = (150.0, 200.0)
+    """Range of A3, steps where quality stabilises (eq. (7))."""
+    a4_tv: tuple[float, float] = (0.0, 50.0)
+    """Range of A4 in (0, 50], the best TV (eq. (7)); the low end is open."""
+    b1_s_per_step: tuple[float, float] = (0.0, 0.5)
+    """Range of B1 in (0, 0.5], seconds per denoising step (eq. (8))."""
+    b2_s: tuple[float, float] = (0.0, 10.0)
+    """Range of B2 in (0, 10], fixed generation overhead in seconds (eq. (8))."""
+    model_seed: int = 2024
+    """Seed of the draws of c_m, d_op and the curve parameters (independent of the run seed)."""
+    profile: str = ""
+    """Calibration profile (TOML/JSON, `[[model]]` tables): replaces the A/B draws when set."""
+    popularity_states: tuple[float, ...] = (0.2, 0.5, 0.7)
+    """Gamma, the Zipf skewness states (Sec. 7.1)."""
+    popularity_transition: tuple[tuple[float, ...], ...] = (
+        (0.6, 0.2, 0.2),
+        (0.1, 0.7, 0.2),
+        (0.2, 0.3, 0.5),
+    )
+    """P^Gamma of eq. (37)."""
+
+    def validate(self) -> None:
+        _check_int("catalogue.num_models", self.num_models, 1, 20)
+        _check_range("catalogue.cache_capacity_gb", self.cache_capacity_gb, 0, None)
+        _check_int("catalogue.total_steps", self.total_steps, 1, 100_000)
+        _check_interval("catalogue.model_size_gb", self.model_size_gb, 0, 1e6, low_open=True)
+        _check_interval("catalogue.output_size_mb", self.output_size_mb, 0, 1e6, low_open=True)
+        _check_interval("catalogue.a1_steps", self.a1_steps, 0, 1e6)
+        _check_interval("catalogue.a2_tv", self.a2_tv, 0, 1e9)
+        _check_interval("catalogue.a3_steps", self.a3_steps, 0, 1e6)
+        _check_interval("catalogue.a4_tv", self.a4_tv, 0, 1e9)
+        _check_interval("catalogue.b1_s_per_step", self.b1_s_per_step, 0, 1e3)
+        _check_interval("catalogue.b2_s", self.b2_s, 0, 1e6)
+        if self.a1_steps[1] >= self.a3_steps[0]:
+            raise ConfigError(
+                "catalogue.a1_steps must lie below catalogue.a3_steps (A1 < A3 in eq. (7)): "
+                f"got {list(self.a1_steps)} and {list(self.a3_steps)}"
+            )
+        _check_int("catalogue.model_seed", self.model_seed, 0)
+        if not isinstance(self.profile, str):
+            raise ConfigError(f"catalogue.profile must be a path string, got {self.profile!r}")
+        if len(self.popularity_states) < 1:
+            raise ConfigError("catalogue.popularity_states must hold at least one state")
+        for gamma in self.popularity_states:
+            _check_range("catalogue.popularity_states", gamma, 0, 10)
+        _check_stochastic(
+            "catalogue.popularity_transition",
+            self.popularity_transition,
+            len(self.popularity_states),
+        )
+
+
+@dataclass(frozen=True)
+class UtilityConfig:
+    """Utility (10) and the penalties of (23) and (32)."""
+
+    alpha: float = 0.7
+    """Preference weight of delay against TV in eq. (10)."""
+    slot_penalty: float = 10.0
+    """chi, added per user whose delay exceeds tau (eq. (23))."""
+    frame_penalty: float = 100.0
+    """Xi, subtracted when the cache exceeds C (eq. (32))."""
+    delay_cap_s: float = 200.0
+    """A user given no uplink bandwidth never finishes; its delays are recorded as this cap."""
+
+    def validate(self) -> None:
+        _check_range("utility.alpha", self.alpha, 0, 1)
+        _check_range("utility.slot_penalty", self.slot_penalty, 0, None)
+        _check_range("utility.frame_penalty", self.frame_penalty, 0, None)
+        _check_range("utility.delay_cap_s", self.delay_cap_s, 0, None, low_open=True)
+
+
+_SECTIONS = {
+    "network": NetworkConfig,
+    "timing": TimingConfig,
+    "catalogue": CatalogueConfig,
+    "utility": UtilityConfig,
+}
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """One scenario: the paper's defaults unless overridden."""
+
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
+    utility: UtilityConfig = field(default_factory=UtilityConfig)
+    seed: int = 0
+    """Run seed: drives every random draw of the world and of the policies."""
+
+    def __post_init__(self) -> None:
+        _check_int("seed", self.seed, 0)
+        for name in _SECTIONS:
+            getattr(self, name).validate()
+        if self.utility.delay_cap_s <= self.timing.slot_duration_s:
+            raise ConfigError(
+                f"utility.delay_cap_s = {self.utility.delay_cap_s!r} is out of range: "
+                f"allowed (timing.slot_duration_s = {self.timing.slot_duration_s:g}, inf)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _listify(asdict(self))
+
+    def replace(self, **overrides: Any) -> ScenarioConfig:
+        """A copy with dotted overrides, e.g. ``replace(**{"network.num_users": 18})``."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            section, _, key = dotted.rpartition(".")
+            target = data[section] if section else data
+            if key not in target:
+                raise ConfigError(f"unknown config key {dotted!r}")
+            target[key] = value
+        return ScenarioConfig.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScenarioConfig:
+        unknown = set(data) - set(_SECTIONS) - {"seed"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name, section_cls in _SECTIONS.items():
+            values = dict(data.get(name, {}))
+            allowed = {f.name for f in fields(section_cls)}
+            bad = set(values) - allowed
+            if bad:
+                keys = sorted(f"{name}.{k}" for k in bad)
+                raise ConfigError(f"unknown key(s) {keys}; allowed: {sorted(allowed)}")
+            kwargs[name] = section_cls(**{k: _tuplify(v) for k, v in values.items()})
+        if "seed" in data:
+            kwargs["seed"] = data["seed"]
+        return cls(**kwargs)
+
+
+def _tuplify(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+def _listify(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _listify(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_listify(v) for v in value]
+    return value
+
+
+def load_config(path: str | Path) -> ScenarioConfig:
+    """Read a scenario from TOML; keys left out keep their defaults."""
+    with open(path, "rb") as fh:
+        try:
+            data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return ScenarioConfig.from_dict(data)
+
+
+def save_config(config: ScenarioConfig, path: str | Path) -> None:
+    """Write the full scenario (every key, defaults included) as TOML."""
+    Path(path).write_text(tomli_w.dumps(config.to_dict()))
+
+
+def dbm_to_watt(power_dbm: float | np.ndarray) -> float | np.ndarray:
+    """dBm to W: 10^((P_dBm - 30) / 10)."""
+    return 10.0 ** ((np.asarray(power_dbm, dtype=float) - 30.0) / 10.0)
+
+
+@dataclass(frozen=True)
+class ModelCatalogue:
+    """Resolved per-model arrays (index m is the 0-based model / service type)."""
+
+    names: tuple[str, ...]
+    size_gb: np.ndarray
+    output_bits: np.ndarray
+    a1_steps: np.ndarray
+    a2_tv: np.ndarray
+    a3_steps: np.ndarray
+    a4_tv: np.ndarray
+    b1_s_per_step: np.ndarray
+    b2_s: np.ndarray
+
+    @property
+    def num_models(self) -> int:
+        return len(self.names)
+
+
+_PROFILE_KEYS = ("A1", "A2", "A3", "A4", "B1", "B2")
+
+
+def load_profile(path: str | Path) -> list[dict[str, Any]]:
+    """Read a calibration profile: a list of ``[[model]]`` tables with A1..A4, B1, B2.
+
+    Accepts TOML or JSON of the same shape (``{"model": [{...}, ...]}``). An optional
+    ``size_gb`` per model sets its catalogue size c_m.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"catalogue.profile: cannot read {path}: {exc}") from exc
+    models = data.get("model")
+    if not isinstance(models, list) or not models:
+        raise ConfigError(f"catalogue.profile: {path} holds no [[model]] tables")
+    for i, entry in enumerate(models):
+        for key in _PROFILE_KEYS:
+            if key not in entry:
+                raise ConfigError(f"catalogue.profile: model[{i}] lacks {key}")
+            _check_range(f"catalogue.profile model[{i}].{key}", entry[key], 0, None)
+        if not entry["A1"] < entry["A3"]:
+            raise ConfigError(f"catalogue.profile model[{i}]: A1 must be below A3")
+        _check_range(f"catalogue.profile model[{i}].B1", entry["B1"], 0, None, low_open=True)
+        if "size_gb" in entry:
+            _check_range(
+                f"catalogue.profile model[{i}].size_gb", entry["size_gb"], 0, None, low_open=True
+            )
+    return models
+
+
+def build_catalogue(config: CatalogueConfig, base_dir: str | Path | None = None) -> ModelCatalogue:
+    """Draw c_m, d_op and the curve parameters from ``model_seed`` (or take them from a profile).
+
+    The draws use their own generator, so the same ``model_seed`` gives the same models
+    whatever the run seed. Open interval ends of the paper, e.g. A4 in (0, 50], are
+    honoured by drawing from the half-open interval the other way round.
+    """
+    m = config.num_models
+    rng = np.random.default_rng(config.model_seed)
+
+    def draw(bounds: tuple[float, float], open_low: bool = False) -> np.ndarray:
+        low, high = bounds
+        if open_low:  # (low, high]: mirror numpy's [low, high)
+            return high - rng.uniform(0.0, 1.0, m) * (high - low)
+        return rng.uniform(low, high, m)
+
+    size_gb = draw(config.model_size_gb)
+    output_bits = draw(config.output_size_mb) * BITS_PER_MB
+    params = {
+        "A1": draw(config.a1_steps),
+        "A2": draw(config.a2_tv),
+        "A3": draw(config.a3_steps),
+        "A4": draw(config.a4_tv, open_low=True),
+        "B1": draw(config.b1_s_per_step, open_low=True),
+        "B2": draw(config.b2_s, open_low=True),
+    }
+    names = tuple(f"model{i}" for i in range(m))
+    if config.profile:
+        path = Path(config.profile)
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        entries = load_profile(path)
+        if len(entries) != m:
+            raise ConfigError(
+                f"catalogue.profile has {len(entries)} models but catalogue.num_models = {m}"
+            )
+        params = {k: np.array([float(e[k]) for e in entries]) for k in _PROFILE_KEYS}
+        names = tuple(str(e.get("name", f"model{i}")) for i, e in enumerate(entries))
+        size_gb = np.array(
+            [float(e.get("size_gb", s)) for e, s in zip(entries, size_gb, strict=True)]
+        )
+    return ModelCatalogue(
+        names=names,
+        size_gb=size_gb,
+        output_bits=output_bits,
+        a1_steps=params["A1"],
+        a2_tv=params["A2"],
+        a3_steps=params["A3"],
+        a4_tv=params["A4"],
+        b1_s_per_step=params["B1"],
+        b2_s=params["B2"],
+    )

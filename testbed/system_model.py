@@ -1,0 +1,312 @@
+"""The paper's system model (Secs. 3, 6.2.2, 6.3.2) as pure, vectorised numpy functions.
+
+Every function broadcasts over leading axes (users, or batch x users) and carries the
+paper's equation number. Distances enter eq. (3) in km. Indices are 0-based: model m in
+code is model m+1 in the paper.
+
+Degenerate inputs have defined results, never NaN: a zero bandwidth share gives a zero
+rate and an infinite delay (callers cap it, see :func:`evaluate_slot`); an all-zero raw
+action is amended to the even split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from testbed.config import ModelCatalogue, ScenarioConfig, dbm_to_watt
+
+_LN2 = np.log(2.0)
+
+
+def zipf_pmf(num_models: int, gamma: float) -> np.ndarray:
+    """eq. (1): P{phi = m} = m^-gamma / sum_i i^-gamma, for paper ranks m = 1..M."""
+    ranks = np.arange(1, num_models + 1, dtype=float)
+    weights = ranks ** (-float(gamma))
+    return weights / weights.sum()
+
+
+def path_loss_db(distance_km: np.ndarray) -> np.ndarray:
+    """eq. (3): g = -128.1 - 37.6 log10(dis), dis in km; returns the gain in dB (negative)."""
+    return -128.1 - 37.6 * np.log10(np.asarray(distance_km, dtype=float))
+
+
+def channel_gain(distance_km: np.ndarray, fading_power: np.ndarray) -> np.ndarray:
+    """h = g |delta|^2 in linear scale, g from eq. (3), |delta|^2 ~ Exp(1) for Rayleigh fading."""
+    return 10.0 ** (path_loss_db(distance_km) / 10.0) * np.asarray(fading_power, dtype=float)
+
+
+def uplink_rate_bps(
+    bandwidth_share: np.ndarray,
+    uplink_bandwidth_hz: float,
+    tx_power_w: float,
+    gain: np.ndarray,
+    noise_psd_w_per_hz: float,
+) -> np.ndarray:
+    """eq. (2): R_up = b W log2(1 + p h / (N0 b W)); a zero share gives rate 0 (its limit)."""
+    share = np.asarray(bandwidth_share, dtype=float)
+    bw_hz = share * uplink_bandwidth_hz
+    positive = bw_hz > 0
+    safe_bw = np.where(positive, bw_hz, 1.0)
+    snr = tx_power_w * np.asarray(gain, dtype=float) / (noise_psd_w_per_hz * safe_bw)
+    return np.where(positive, safe_bw * np.log2(1.0 + snr), 0.0)
+
+
+def uplink_delay_s(
+    input_bits: np.ndarray, rate_bps: np.ndarray, cached: np.ndarray, backhaul_up_bps: float
+) -> np.ndarray:
+    """eq. (4): d_in / R_up, plus d_in / R_bc when the requested model is not cached."""
+    input_bits = np.asarray(input_bits, dtype=float)
+    rate = np.asarray(rate_bps, dtype=float)
+    radio = np.divide(
+        input_bits, rate, out=np.full(np.broadcast(input_bits, rate).shape, np.inf), where=rate > 0
+    )
+    return radio + np.where(cached, 0.0, input_bits / backhaul_up_bps)
+
+
+def downlink_rate_bps(
+    downlink_bandwidth_hz: float, bs_power_w: float, gain: np.ndarray, noise_psd_w_per_hz: float
+) -> np.ndarray:
+    """eq. (5): R_dw = W_dw log2(1 + p_BS h / (N0 W_dw)), per-user bandwidth W_dw."""
+    snr = bs_power_w * np.asarray(gain, dtype=float) / (noise_psd_w_per_hz * downlink_bandwidth_hz)
+    return downlink_bandwidth_hz * np.log2(1.0 + snr)
+
+
+def downlink_delay_s(
+    output_bits: np.ndarray, rate_bps: np.ndarray, cached: np.ndarray, backhaul_down_bps: float
+) -> np.ndarray:
+    """eq. (6): d_op / R_dw, plus d_op / R_cb when the requested model is not cached."""
+    output_bits = np.asarray(output_bits, dtype=float)
+    return output_bits / np.asarray(rate_bps, dtype=float) + np.where(
+        cached, 0.0, output_bits / backhaul_down_bps
+    )
+
+
+def tv_quality(
+    steps: np.ndarray,
+    cached: np.ndarray,
+    a1: np.ndarray,
+    a2: np.ndarray,
+    a3: np.ndarray,
+    a4: np.ndarray,
+) -> np.ndarray:
+    """eq. (7): TV = A2 up to A1 steps, linear down to A4 at A3 steps, A4 beyond; A4 on a miss."""
+    steps = np.asarray(steps, dtype=float)
+    fraction = np.clip((steps - a1) / (a3 - a1), 0.0, 1.0)
+    edge_tv = a2 + (a4 - a2) * fraction
+    return np.where(cached, edge_tv, a4)
+
+
+def generation_delay_s(
+    steps: np.ndarray, cached: np.ndarray, b1: np.ndarray, b2: np.ndarray, a3: np.ndarray
+) -> np.ndarray:
+    """eq. (8): D_gt = B1 steps + B2 at the edge; B1 A3 + B2 at the cloud on a miss."""
+    steps = np.asarray(steps, dtype=float)
+    return np.where(cached, b1 * steps + b2, b1 * a3 + b2)
+
+
+def total_delay_s(up_s: np.ndarray, down_s: np.ndarray, gen_s: np.ndarray) -> np.ndarray:
+    """eq. (9): D_tl = D_up + D_dw + D_gt."""
+    return np.asarray(up_s) + np.asarray(down_s) + np.asarray(gen_s)
+
+
+def utility(delay_s: np.ndarray, tv: np.ndarray, alpha: float) -> np.ndarray:
+    """eq. (10): G = alpha D_tl + (1 - alpha) TV (lower is better)."""
+    return alpha * np.asarray(delay_s) + (1.0 - alpha) * np.asarray(tv)
+
+
+def slot_reward(
+    utility_per_user: np.ndarray, delay_s: np.ndarray, slot_duration_s: float, penalty: float
+) -> np.ndarray:
+    """eq. (23): r = -(1/U) sum_u (G_u + 1{D_tl > tau} chi), over the last axis."""
+    violated = np.asarray(delay_s) > slot_duration_s
+    return -np.mean(np.asarray(utility_per_user) + penalty * violated, axis=-1)
+
+
+def cache_size_gb(cache: np.ndarray, size_gb: np.ndarray) -> np.ndarray:
+    """Left side of (11d): sum_m rho_m c_m."""
+    return np.asarray(cache, dtype=float) @ np.asarray(size_gb, dtype=float)
+
+
+def frame_reward(
+    slot_rewards: np.ndarray,
+    cache: np.ndarray,
+    size_gb: np.ndarray,
+    capacity_gb: float,
+    penalty: float,
+) -> float:
+    """eq. (32): mean of the K slot rewards, minus Xi when the cache breaks (11d).
+
+    The paper writes ``-(1/K) sum_k r_t(k)``; since r_t(k) of eq. (23) is already the
+    negated utility, that sign would reward a worse utility and contradicts "aligned with
+    the negative value of (13)". We use ``+(1/K) sum_k r_t(k)``, i.e. minus the mean utility.
+    """
+    over = float(cache_size_gb(cache, size_gb)) > capacity_gb + 1e-9
+    return float(np.mean(slot_rewards)) - penalty * over
+
+
+def amend_bandwidth(raw_share: np.ndarray) -> np.ndarray:
+    """Sec. 6.2.2: b_u = b~_u / sum_u b~_u, so that (11e) holds; all zeros give the even split."""
+    raw = np.clip(np.asarray(raw_share, dtype=float), 0.0, None)
+    total = raw.sum(axis=-1, keepdims=True)
+    even = np.full_like(raw, 1.0 / raw.shape[-1])
+    return np.where(total > 0, raw / np.where(total > 0, total, 1.0), even)
+
+
+def amend_steps(raw_share: np.ndarray, served_at_edge: np.ndarray) -> np.ndarray:
+    """Sec. 6.2.2: xi_u = xi~_u rho_m / sum_u rho_m xi~_u, so (11f) and (11g) hold.
+
+    Users whose model is not cached get zero. If every cached user's raw share is zero,
+    the steps are split evenly over the cached users; with no cached user, all are zero.
+    """
+    served = np.asarray(served_at_edge, dtype=bool)
+    raw = np.clip(np.asarray(raw_share, dtype=float), 0.0, None) * served
+    total = raw.sum(axis=-1, keepdims=True)
+    count = served.sum(axis=-1, keepdims=True)
+    even = np.where(served, 1.0 / np.maximum(count, 1), 0.0)
+    return np.where(total > 0, raw / np.where(total > 0, total, 1.0), even)
+
+
+def amend_cache(action: int, num_models: int) -> np.ndarray:
+    """Sec. 6.3.2: rho_m = floor(a / 2^(M-m)) mod 2 (paper's m = 1..M, so model 0 is the MSB)."""
+    if not 0 <= int(action) < 2**num_models:
+        raise ValueError(f"cache action {action} outside [0, {2**num_models - 1}]")
+    exponents = num_models - 1 - np.arange(num_models)
+    return ((int(action) >> exponents) & 1).astype(bool)
+
+
+def cache_to_action(cache: np.ndarray) -> int:
+    """Inverse of :func:`amend_cache`."""
+    bits = np.asarray(cache, dtype=bool)
+    return int(sum(int(bit) << (len(bits) - 1 - i) for i, bit in enumerate(bits)))
+
+
+@dataclass(frozen=True)
+class RadioParams:
+    """Linear-unit radio constants, converted once from the config."""
+
+    uplink_bandwidth_hz: float
+    downlink_bandwidth_hz: float
+    user_tx_power_w: float
+    bs_tx_power_w: float
+    noise_psd_w_per_hz: float
+    backhaul_up_bps: float
+    backhaul_down_bps: float
+    slot_duration_s: float
+    total_steps: int
+    alpha: float
+    slot_penalty: float
+    delay_cap_s: float
+
+    @classmethod
+    def from_config(cls, config: ScenarioConfig) -> RadioParams:
+        net = config.network
+        return cls(
+            uplink_bandwidth_hz=net.uplink_bandwidth_hz,
+            downlink_bandwidth_hz=net.downlink_bandwidth_hz,
+            user_tx_power_w=float(dbm_to_watt(net.user_tx_power_dbm)),
+            bs_tx_power_w=float(dbm_to_watt(net.bs_tx_power_dbm)),
+            noise_psd_w_per_hz=float(dbm_to_watt(net.noise_psd_dbm_per_hz)),
+            backhaul_up_bps=net.backhaul_up_rate_bps,
+            backhaul_down_bps=net.backhaul_down_rate_bps,
+            slot_duration_s=config.timing.slot_duration_s,
+            total_steps=config.catalogue.total_steps,
+            alpha=config.utility.alpha,
+            slot_penalty=config.utility.slot_penalty,
+            delay_cap_s=config.utility.delay_cap_s,
+        )
+
+
+@dataclass(frozen=True)
+class SlotOutcome:
+    """Every per-user quantity of one slot (arrays of shape (..., U)) and its reward."""
+
+    cached: np.ndarray
+    steps: np.ndarray
+    rate_up_bps: np.ndarray
+    rate_dw_bps: np.ndarray
+    up_s: np.ndarray
+    dw_s: np.ndarray
+    gen_s: np.ndarray
+    total_s: np.ndarray
+    tv: np.ndarray
+    utility: np.ndarray
+    violation: np.ndarray
+    reward: np.ndarray
+
+
+def _broadcast(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return values if values.shape == shape else np.broadcast_to(values, shape)
+
+
+def evaluate_slot(
+    radio: RadioParams,
+    catalogue: ModelCatalogue,
+    cache: np.ndarray,
+    services: np.ndarray,
+    gain: np.ndarray,
+    input_bits: np.ndarray,
+    bandwidth_share: np.ndarray,
+    step_share: np.ndarray,
+) -> SlotOutcome:
+    """Score one slot (eqs. (2)-(10), (23)) for amended shares b and xi.
+
+    ``bandwidth_share`` and ``step_share`` may carry a leading batch axis (candidate
+    allocations of the same slot). Delays of users with no uplink bandwidth are infinite
+    by eq. (2); they are recorded as ``delay_cap_s`` (> tau) so that averages stay finite
+    and such users count as (11h) violations.
+    """
+    services = np.asarray(services)
+    cached = np.asarray(cache, dtype=bool)[services]
+    output_bits = catalogue.output_bits[services]
+    a1, a2 = catalogue.a1_steps[services], catalogue.a2_tv[services]
+    a3, a4 = catalogue.a3_steps[services], catalogue.a4_tv[services]
+    b1, b2 = catalogue.b1_s_per_step[services], catalogue.b2_s[services]
+    steps = np.asarray(step_share, dtype=float) * radio.total_steps
+    rate_up = uplink_rate_bps(
+        bandwidth_share,
+        radio.uplink_bandwidth_hz,
+        radio.user_tx_power_w,
+        gain,
+        radio.noise_psd_w_per_hz,
+    )
+    rate_dw = downlink_rate_bps(
+        radio.downlink_bandwidth_hz, radio.bs_tx_power_w, gain, radio.noise_psd_w_per_hz
+    )
+    up_s = np.minimum(
+        uplink_delay_s(input_bits, rate_up, cached, radio.backhaul_up_bps), radio.delay_cap_s
+    )
+    dw_s = downlink_delay_s(output_bits, rate_dw, cached, radio.backhaul_down_bps)
+    gen_s = generation_delay_s(steps, cached, b1, b2, a3)
+    total_s = np.minimum(total_delay_s(up_s, dw_s, gen_s), radio.delay_cap_s)
+    tv = tv_quality(steps, cached, a1, a2, a3, a4)
+    g = utility(total_s, tv, radio.alpha)
+    violation = total_s > radio.slot_duration_s
+    reward = slot_reward(g, total_s, radio.slot_duration_s, radio.slot_penalty)
+    return SlotOutcome(
+        cached=_broadcast(cached, steps.shape),
+        steps=steps,
+        rate_up_bps=rate_up,
+        rate_dw_bps=_broadcast(rate_dw, steps.shape),
+        up_s=up_s,
+        dw_s=_broadcast(dw_s, steps.shape),
+        gen_s=gen_s,
+        total_s=total_s,
+        tv=tv,
+        utility=g,
+        violation=violation,
+        reward=reward,
+    )
+
+
+def greedy_cache(priority: np.ndarray, size_gb: np.ndarray, capacity_gb: float) -> np.ndarray:
+    """Cache models in decreasing ``priority`` (ties: lower index first), skipping any that
+    no longer fits, so that (11d) holds."""
+    cache = np.zeros(len(size_gb), dtype=bool)
+    used_gb = 0.0
+    for m in np.argsort(-np.asarray(priority, dtype=float), kind="stable"):
+        if used_gb + size_gb[m] <= capacity_gb + 1e-9:
+            cache[m] = True
+            used_gb += float(size_gb[m])
+    return cache

@@ -1,0 +1,158 @@
+"""Traces: one row per user per simulated slot, written to Parquet as the run goes.
+
+Rows are buffered column-wise and written as a Parquet row group at every
+:meth:`TraceWriter.flush` (the runner flushes after each frame), so a run that is
+interrupted keeps every row of its finished frames; :meth:`TraceWriter.close` writes
+whatever is still buffered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from testbed.config import ModelCatalogue
+from testbed.system_model import SlotOutcome
+from ue_emulator.world import SlotState
+
+TRACE_SCHEMA = pa.schema(
+    [
+        ("episode", pa.int32()),
+        ("frame", pa.int32()),
+        ("slot", pa.int32()),
+        ("user", pa.int32()),
+        ("gamma", pa.float64()),
+        ("loc_state", pa.int8()),
+        ("distance_m", pa.float64()),
+        ("channel_gain", pa.float64()),
+        ("service", pa.int16()),
+        ("d_in_bits", pa.float64()),
+        ("d_op_bits", pa.float64()),
+        ("cached", pa.bool_()),
+        ("b", pa.float64()),
+        ("xi", pa.float64()),
+        ("steps", pa.float64()),
+        ("A1", pa.float64()),
+        ("A2", pa.float64()),
+        ("A3", pa.float64()),
+        ("A4", pa.float64()),
+        ("B1", pa.float64()),
+        ("B2", pa.float64()),
+        ("D_up_s", pa.float64()),
+        ("D_dw_s", pa.float64()),
+        ("D_gt_s", pa.float64()),
+        ("D_tl_s", pa.float64()),
+        ("tv", pa.float64()),
+        ("G", pa.float64()),
+        ("violation", pa.bool_()),
+        ("reward", pa.float64()),
+    ]
+)
+TRACE_COLUMNS = tuple(TRACE_SCHEMA.names)
+
+
+def slot_rows(
+    episode: int,
+    slot: SlotState,
+    catalogue: ModelCatalogue,
+    bandwidth_share: np.ndarray,
+    step_share: np.ndarray,
+    outcome: SlotOutcome,
+) -> dict[str, np.ndarray]:
+    """The trace columns of one slot (one entry per user)."""
+    users = len(slot.services)
+    s = slot.services
+    return {
+        "episode": np.full(users, episode),
+        "frame": np.full(users, slot.frame),
+        "slot": np.full(users, slot.slot),
+        "user": np.arange(users),
+        "gamma": np.full(users, slot.gamma),
+        "loc_state": np.full(users, slot.location_state),
+        "distance_m": slot.distance_m,
+        "channel_gain": slot.channel_gain,
+        "service": s,
+        "d_in_bits": slot.input_bits,
+        "d_op_bits": catalogue.output_bits[s],
+        "cached": outcome.cached,
+        "b": np.asarray(bandwidth_share, dtype=float),
+        "xi": np.asarray(step_share, dtype=float),
+        "steps": outcome.steps,
+        "A1": catalogue.a1_steps[s],
+        "A2": catalogue.a2_tv[s],
+        "A3": catalogue.a3_steps[s],
+        "A4": catalogue.a4_tv[s],
+        "B1": catalogue.b1_s_per_step[s],
+        "B2": catalogue.b2_s[s],
+        "D_up_s": outcome.up_s,
+        "D_dw_s": outcome.dw_s,
+        "D_gt_s": outcome.gen_s,
+        "D_tl_s": outcome.total_s,
+        "tv": outcome.tv,
+        "G": outcome.utility,
+        "violation": outcome.violation,
+        "reward": np.full(users, float(outcome.reward)),
+    }
+
+
+class TraceWriter:
+    """Appends slot rows to a Parquet file (or only to memory when ``path`` is None)."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._pending: list[dict[str, np.ndarray]] = []
+        self._tables: list[pa.Table] = []
+        self._writer: pq.ParquetWriter | None = None
+        self.rows_written = 0
+
+    def add(self, rows: dict[str, np.ndarray]) -> None:
+        self._pending.append(rows)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        columns = {
+            name: np.concatenate([rows[name] for rows in self._pending]) for name in TRACE_COLUMNS
+        }
+        self._pending.clear()
+        table = pa.Table.from_pydict(columns, schema=TRACE_SCHEMA)
+        self.rows_written += table.num_rows
+        if self.path is None:
+            self._tables.append(table)
+            return
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, TRACE_SCHEMA)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        elif self.path is not None and self.rows_written == 0:
+            pq.write_table(TRACE_SCHEMA.empty_table(), self.path)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The rows written so far, read back."""
+        self.flush()
+        if self.path is None:
+            return pa.concat_tables(self._tables or [TRACE_SCHEMA.empty_table()]).to_pandas()
+        if self._writer is not None:
+            raise RuntimeError("close() the writer before reading its file back")
+        return pd.read_parquet(self.path)
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_trace(path: str | Path) -> pd.DataFrame:
+    """Load a trace written by :class:`TraceWriter`."""
+    return pd.read_parquet(path)

@@ -1,0 +1,1 @@
+"""ue_emulator package."""
