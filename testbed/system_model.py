@@ -253,9 +253,9 @@ def evaluate_slot(
     """Score one slot (eqs. (2)-(10), (23)) for amended shares b and xi.
 
     ``bandwidth_share`` and ``step_share`` may carry a leading batch axis (candidate
-    allocations of the same slot). Delays of users with no uplink bandwidth are infinite
-    by eq. (2); they are recorded as ``delay_cap_s`` (> tau) so that averages stay finite
-    and such users count as (11h) violations.
+    allocations of the same slot). The uplink delay of a user with no uplink bandwidth is
+    infinite by eq. (2); it is recorded as ``delay_cap_s`` (> tau) so that averages stay
+    finite, and such a user counts as an (11h) violation.
     """
     services = np.asarray(services)
     cached = np.asarray(cache, dtype=bool)[services]
@@ -274,12 +274,15 @@ def evaluate_slot(
     rate_dw = downlink_rate_bps(
         radio.downlink_bandwidth_hz, radio.bs_tx_power_w, gain, radio.noise_psd_w_per_hz
     )
-    up_s = np.minimum(
-        uplink_delay_s(input_bits, rate_up, cached, radio.backhaul_up_bps), radio.delay_cap_s
+    # a user with no uplink bandwidth never finishes (eq. (2) gives rate 0): record the cap
+    up_s = np.where(
+        rate_up > 0,
+        uplink_delay_s(input_bits, rate_up, cached, radio.backhaul_up_bps),
+        radio.delay_cap_s,
     )
     dw_s = downlink_delay_s(output_bits, rate_dw, cached, radio.backhaul_down_bps)
     gen_s = generation_delay_s(steps, cached, b1, b2, a3)
-    total_s = np.minimum(total_delay_s(up_s, dw_s, gen_s), radio.delay_cap_s)
+    total_s = total_delay_s(up_s, dw_s, gen_s)
     tv = tv_quality(steps, cached, a1, a2, a3, a4)
     g = utility(total_s, tv, radio.alpha)
     violation = total_s > radio.slot_duration_s
