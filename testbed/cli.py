@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from importlib import import_module
 from importlib.util import find_spec
@@ -106,8 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # a terminated run unwinds like Ctrl-C, so the trace writer keeps every row
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     if getattr(args, "episodes", 1) < 1:
         print("testbed: error: --episodes must be >= 1", file=sys.stderr)
         return 2
@@ -116,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"testbed: config error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("testbed: interrupted; rows simulated so far are kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -74,8 +74,8 @@ def run(
 
     Allocations are checked against (11b)-(11g) every slot; a cache that breaks (11d) is
     played as decided and counted in ``overfull_frames`` (the frame reward carries Xi).
-    The writer is closed on return and also when the run is interrupted, so the rows of
-    every finished frame are kept.
+    The writer is closed on return and also when the run is interrupted, so every row of
+    every finished slot is kept.
     """
     if episodes < 1:
         raise ValueError(f"episodes = {episodes} is out of range: allowed [1, inf)")
@@ -119,7 +119,7 @@ def run(
                     rewards, cache, sim.catalogue.size_gb, capacity_gb, config.utility.frame_penalty
                 )
                 totals.frames += 1
-                writer.flush()
+            writer.flush()
     finally:
         bar.close()
         writer.close()

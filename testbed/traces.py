@@ -1,9 +1,10 @@
 """Traces: one row per user per simulated slot, written to Parquet as the run goes.
 
 Rows are buffered column-wise and written as a Parquet row group at every
-:meth:`TraceWriter.flush` (the runner flushes after each frame), so a run that is
-interrupted keeps every row of its finished frames; :meth:`TraceWriter.close` writes
-whatever is still buffered.
+:meth:`TraceWriter.flush` (the runner flushes after each episode, and the writer by itself
+once ``flush_rows`` rows are pending). :meth:`TraceWriter.close` writes whatever is still
+buffered; the runner calls it also when a run is interrupted (Ctrl-C, or SIGTERM through
+the CLI), so every row simulated so far is kept.
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ def slot_rows(
 class TraceWriter:
     """Appends slot rows to a Parquet file (or only to memory when ``path`` is None)."""
 
-    def __init__(self, path: str | Path | None) -> None:
+    def __init__(self, path: str | Path | None, flush_rows: int = 50_000) -> None:
         self.path = Path(path) if path is not None else None
+        self.flush_rows = flush_rows
+        self._pending_rows = 0
         self._pending: list[dict[str, np.ndarray]] = []
         self._tables: list[pa.Table] = []
         self._writer: pq.ParquetWriter | None = None
@@ -111,6 +114,9 @@ class TraceWriter:
 
     def add(self, rows: dict[str, np.ndarray]) -> None:
         self._pending.append(rows)
+        self._pending_rows += len(rows["user"])
+        if self._pending_rows >= self.flush_rows:
+            self.flush()
 
     def flush(self) -> None:
         if not self._pending:
@@ -119,6 +125,7 @@ class TraceWriter:
             name: np.concatenate([rows[name] for rows in self._pending]) for name in TRACE_COLUMNS
         }
         self._pending.clear()
+        self._pending_rows = 0
         table = pa.Table.from_pydict(columns, schema=TRACE_SCHEMA)
         self.rows_written += table.num_rows
         if self.path is None:

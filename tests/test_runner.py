@@ -153,3 +153,39 @@ def test_cli_bad_config_names_key(tmp_path, capsys):
     code = main(["simulate", "--policy", "rcars", "--config", str(cfg), "--out", str(tmp_path)])
     assert code == 2
     assert "utility.alpha = 2.0 is out of range: allowed [0, 1]" in capsys.readouterr().err
+
+
+def test_sigterm_keeps_rows_and_exits_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "long"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "testbed.cli",
+            "simulate",
+            "--policy",
+            "rcars",
+            "--episodes",
+            "100000",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    trace = out / "trace.parquet"
+    deadline = time.time() + 30
+    while not trace.exists() and time.time() < deadline:  # the first row group is on disk
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err
+    df = pd.read_parquet(trace)
+    assert len(df) > 0 and len(df) % 10 == 0  # whole slots of 10 users
+    assert (df.groupby(["episode", "frame", "slot"]).size() == 10).all()
