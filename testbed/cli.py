@@ -65,6 +65,25 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from testbed.compare import write_comparison
+
+    config = _scenario(args)
+    out = Path(args.out or f"runs/compare__seed{config.seed}__{int(time.time())}")
+    seeds = range(config.seed, config.seed + args.seeds)
+    summary = write_comparison(config, args.policies, seeds, args.episodes, out, not args.quiet)
+    save_config(config, out / "config.toml")
+    (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    for row in summary.itertuples():
+        print(
+            f"{row.policy:8s} utility {row.utility:8.3f} +- {row.utility_ci95:.3f}  "
+            f"hit ratio {row.hit_ratio:.3f} +- {row.hit_ratio_ci95:.3f}  "
+            f"violation rate {row.violation_rate:.3f}  decision {row.decision_ms_per_slot:.2f} ms"
+        )
+    print(f"-> {out}")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     config = _scenario(args)
     if args.out:
@@ -95,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(handler=_simulate)
 
+    cmp_ = sub.add_parser("compare", help="several policies on the same worlds over seeds")
+    cmp_.add_argument(
+        "--policies", nargs="+", choices=sorted(POLICIES), default=["optimal", "schrs", "rcars"]
+    )
+    cmp_.add_argument("--seeds", type=int, default=5, help="number of seeds (from --seed on)")
+    cmp_.add_argument("--episodes", type=int, default=1, help="episodes per seed")
+    cmp_.add_argument("--seed", type=int, default=None, help="first seed (default: config's)")
+    cmp_.add_argument("--users", type=int, default=None)
+    cmp_.add_argument("--out", default=None)
+    cmp_.add_argument("--config", default=None)
+    cmp_.add_argument("--quiet", action="store_true")
+    cmp_.set_defaults(handler=_compare)
+
     cfg = sub.add_parser("config", help="print or write the scenario (defaults: Table 2)")
     cfg.add_argument("--config", default=None, help="scenario TOML to start from")
     cfg.add_argument("--seed", type=int, default=None)
@@ -117,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         # a terminated run unwinds like Ctrl-C, so the trace writer keeps every row
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    if getattr(args, "episodes", 1) < 1:
-        print("testbed: error: --episodes must be >= 1", file=sys.stderr)
-        return 2
+    for flag in ("episodes", "seeds"):
+        if getattr(args, flag, 1) < 1:
+            print(f"testbed: error: --{flag} must be >= 1", file=sys.stderr)
+            return 2
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:

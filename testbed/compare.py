@@ -1,0 +1,120 @@
+"""Compare policies on the same worlds over several seeds, with 95% confidence intervals.
+
+Every policy plays seeds ``seed0 .. seed0+n-1`` with the same episodes, hence the same
+users, channels and requests (the world depends on the seed only). Writes
+``compare.csv`` (one row per policy and seed), ``compare_summary.csv`` (mean and 95% CI
+half-width per policy, Student t over seeds) and ``compare.png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from testbed.config import ScenarioConfig, build_catalogue
+from testbed.runner import run
+
+METRICS = ("utility", "hit_ratio", "violation_rate", "mean_slot_reward", "decision_ms_per_slot")
+
+
+def confidence_halfwidth(values: np.ndarray, level: float = 0.95) -> float:
+    """Half-width of the Student-t confidence interval of the mean (0 for a single value)."""
+    values = np.asarray(values, dtype=float)
+    if values.size < 2:
+        return 0.0
+    sem = values.std(ddof=1) / np.sqrt(values.size)
+    return float(stats.t.ppf(0.5 + level / 2, values.size - 1) * sem)
+
+
+def compare_policies(
+    config: ScenarioConfig,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    episodes: int,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """One row per (policy, seed) with the run summary's metrics."""
+    from agents import make_policies
+
+    catalogue = build_catalogue(config.catalogue)
+    rows = []
+    for policy in policies:
+        for seed in seeds:
+            seeded = config.replace(seed=int(seed))
+            caching, allocation = make_policies(policy, seeded, catalogue)
+            summary, _ = run(
+                seeded, caching, allocation, episodes, catalogue=catalogue, progress=progress
+            )
+            rows.append(
+                {"policy": policy, "seed": int(seed), **{m: getattr(summary, m) for m in METRICS}}
+            )
+    return pd.DataFrame(rows)
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% CI half-width of every metric per policy (in the order first seen)."""
+    order = list(dict.fromkeys(results["policy"]))
+    rows = []
+    for policy in order:
+        group = results[results["policy"] == policy]
+        row: dict[str, float | str | int] = {"policy": policy, "seeds": len(group)}
+        for metric in METRICS:
+            row[metric] = float(group[metric].mean())
+            row[f"{metric}_ci95"] = confidence_halfwidth(group[metric].to_numpy())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_summary(summary: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    panels = (
+        ("utility", "utility, eq. (11) (lower is better)"),
+        ("hit_ratio", "model hit ratio"),
+        ("violation_rate", "(11h) violation rate"),
+    )
+    x = np.arange(len(summary))
+    for ax, (metric, label) in zip(axes, panels, strict=True):
+        ax.bar(
+            x,
+            summary[metric],
+            yerr=summary[f"{metric}_ci95"],
+            capsize=4,
+            color=["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"][: len(x)],
+        )
+        ax.set_xticks(x, summary["policy"])
+        ax.set_title(label, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_comparison(
+    config: ScenarioConfig,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    episodes: int,
+    out: Path,
+    progress: bool = False,
+) -> pd.DataFrame:
+    out.mkdir(parents=True, exist_ok=True)
+    results = compare_policies(config, policies, seeds, episodes, progress)
+    results.to_csv(out / "compare.csv", index=False)
+    summary = summarise(results)
+    summary.to_csv(out / "compare_summary.csv", index=False)
+    title = (
+        f"U={config.network.num_users}, C={config.catalogue.cache_capacity_gb:g} GB, "
+        f"{len(seeds)} seeds x {episodes} episode(s), 95% CI"
+    )
+    plot_summary(summary, out / "compare.png", title)
+    return summary

@@ -1,0 +1,23 @@
+"""Multi-seed comparison: confidence intervals and the files it writes."""
+
+import pandas as pd
+import pytest
+
+from testbed.compare import confidence_halfwidth, write_comparison
+from testbed.config import ScenarioConfig
+
+
+def test_confidence_halfwidth_hand_value():
+    # mean 2, s = 1, sem = 1/sqrt(3), t_{0.975, 2} = 4.302653
+    assert confidence_halfwidth([1.0, 2.0, 3.0]) == pytest.approx(4.302653 / 3**0.5, rel=1e-6)
+    assert confidence_halfwidth([5.0]) == 0.0
+
+
+def test_write_comparison(tmp_path):
+    config = ScenarioConfig().replace(**{"timing.num_frames": 2, "timing.slots_per_frame": 3})
+    summary = write_comparison(config, ["rcars"], [0, 1, 2], 1, tmp_path)
+    rows = pd.read_csv(tmp_path / "compare.csv")
+    assert list(rows["seed"]) == [0, 1, 2] and (tmp_path / "compare.png").stat().st_size > 0
+    assert summary.loc[0, "utility"] == pytest.approx(rows["utility"].mean())
+    assert summary.loc[0, "utility_ci95"] == pytest.approx(confidence_halfwidth(rows["utility"]))
+    assert rows["utility"].nunique() == 3  # seeds give different worlds
