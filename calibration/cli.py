@@ -1,0 +1,117 @@
+"""`testbed calibrate`: sweep steps x models x images with real RePaint, fit eqs. (7)-(8),
+write measurements.csv, profile.toml, one Fig. 3-style PNG per model, and optionally the
+mismatch matrix. Handlers import torch lazily.
+
+Hook: `register(subparsers)` adds the `calibrate` command; it sets `func`, a callable taking
+the parsed `argparse.Namespace` and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from calibration.sweep import DEFAULT_STEPS
+
+MISMATCH_STEPS = 25
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(item) for item in text.split(",") if item.strip()]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `calibrate` to a parent parser's subparsers."""
+    calibrate = subparsers.add_parser(
+        "calibrate", help="measure TV/latency vs denoising steps and fit eqs. (7)-(8)"
+    )
+    calibrate.add_argument("--models", help="comma-separated zoo names (default: whole zoo)")
+    calibrate.add_argument(
+        "--steps",
+        type=_int_list,
+        default=list(DEFAULT_STEPS),
+        help="comma-separated step counts (default: %(default)s)",
+    )
+    calibrate.add_argument("--images", type=int, default=10, help="request images per model")
+    calibrate.add_argument("--batch", type=int, default=1, help="requests per RePaint call")
+    calibrate.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    calibrate.add_argument("--jump-length", type=int, default=10)
+    calibrate.add_argument("--jump-n-sample", type=int, default=1)
+    calibrate.add_argument(
+        "--mismatch",
+        action="store_true",
+        help="also measure the PSNR of every model on every source",
+    )
+    calibrate.add_argument("--mismatch-steps", type=int, default=MISMATCH_STEPS)
+    calibrate.add_argument("--out", type=Path, required=True, help="output folder")
+    calibrate.set_defaults(func=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import time
+
+    import pandas as pd
+    import torch
+
+    from calibration.sweep import (
+        fit_model,
+        mismatch_matrix,
+        plot_mismatch,
+        plot_model,
+        sweep_model,
+        write_profile,
+    )
+    from edge_node.executor import RePaintExecutor
+    from edge_node.zoo import zoo_names
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = args.models.split(",") if args.models else zoo_names()
+    if not models:
+        print("no model to calibrate: train the zoo first (`testbed zoo train`)")
+        return 1
+    executor = RePaintExecutor(
+        device=args.device, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample
+    )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    start_s = time.perf_counter()
+    frames = [
+        sweep_model(executor, model, args.steps, args.images, args.seed, args.batch)
+        for model in models
+    ]
+    measurements = pd.concat(frames, ignore_index=True)
+    measurements.to_csv(out / "measurements.csv", index=False)
+    profiles = [fit_model(measurements, model) for model in models]
+    write_profile(out / "profile.toml", profiles, executor.device.type)
+    for profile in profiles:
+        plot_model(measurements, profile, out / f"fig3_{profile.name}.png")
+        q, b = profile.quality, profile.latency
+        clamp_note = " (B2 < 0 clamped to 0, B1 refit through the origin)" if b.b2_clamped else ""
+        print(
+            f"{profile.name}: A1={q.a1:.3g} A2={q.a2:.4g} A3={q.a3:.3g} A4={q.a4:.4g} "
+            f"R2={q.r2:.3f} | B1={b.b1:.4g} s/step B2={b.b2:.4g} s R2={b.r2:.4f}{clamp_note}"
+        )
+    print(f"sweep + fit: {time.perf_counter() - start_s:.0f} s on {executor.device.type}")
+    if args.mismatch:
+        table = mismatch_matrix(executor, models, args.images, args.mismatch_steps, args.seed)
+        table.round(2).to_csv(out / "mismatch_psnr.csv")
+        plot_mismatch(table, out / "mismatch_psnr.png", args.mismatch_steps)
+    print(f"total: {time.perf_counter() - start_s:.0f} s; wrote {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point: `python -m calibration.cli calibrate --out DIR`."""
+    parser = argparse.ArgumentParser(prog="python -m calibration.cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""RePaint inference executor: runs diffusers' `RePaintPipeline` with an allocated step count.
+
+The edge node serves a request of type m with `steps` = xi * L denoising steps (eqs. (7)-(8));
+this module measures what that costs and what it buys: device-synchronised latency, the number
+of UNet calls (counted by a forward hook, not inferred), the output's total variation (TV, the
+paper's quality metric, via `piq.total_variation`) and PSNR/SSIM against the ground truth.
+
+Boundary conventions: requests and outputs are HWC float32 in [0, 1] (numpy); inside, images
+are NCHW in [-1, 1] and masks N1HW with 1 = keep, 0 = inpaint (diffusers' RePaint convention).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_node.requests import InpaintRequest
+from edge_node.zoo import load_unet_and_scheduler_config
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import RePaintPipeline
+
+
+@dataclass(frozen=True)
+class InpaintResult:
+    """The output of one request. `latency_s` and `unet_calls` are those of its whole batch."""
+
+    image: np.ndarray
+    """Inpainted image, HWC float32 in [0, 1]."""
+    model: str
+    steps: int
+    unet_calls: int
+    latency_s: float
+    batch_size: int
+    tv: float
+    """Total variation of the output (piq, norm given by the executor's `tv_norm`), eq. (7)."""
+    psnr_db: float
+    ssim: float
+    device: str
+
+
+@dataclass(frozen=True)
+class ServeJob:
+    """A request routed to a model with an allocated number of denoising steps."""
+
+    model: str
+    request: InpaintRequest
+    steps: int
+
+
+class RePaintExecutor:
+    """Loads zoo models (or local DDPM checkpoints) once and runs batched RePaint on them.
+
+    jump_length / jump_n_sample are RePaint's resampling schedule; the default jump_n_sample=1
+    makes one UNet call per denoising step, so latency is linear in steps (eq. (8)). With
+    jump_n_sample > 1 the cost is linear in UNet calls, which `InpaintResult.unet_calls` reports.
+    """
+
+    def __init__(
+        self,
+        device: str | None = None,
+        jump_length: int = 10,
+        jump_n_sample: int = 1,
+        eta: float = 0.0,
+        tv_norm: str = "l2",
+        show_progress: bool = False,
+    ) -> None:
+        import torch
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.jump_length = jump_length
+        self.jump_n_sample = jump_n_sample
+        self.eta = eta
+        self.tv_norm = tv_norm
+        self.show_progress = show_progress
+        self._pipelines: dict[str, RePaintPipeline] = {}
+        self._unet_calls: dict[str, int] = {}
+
+    def load(self, model: str | Path) -> RePaintPipeline:
+        """The RePaint pipeline of a zoo model name or checkpoint path (loaded on first use)."""
+        from diffusers import RePaintPipeline, RePaintScheduler
+
+        key = str(model)
+        if key not in self._pipelines:
+            unet, scheduler_config = load_unet_and_scheduler_config(model)
+            scheduler = RePaintScheduler.from_config(scheduler_config)
+            pipeline = RePaintPipeline(unet=unet, scheduler=scheduler).to(self.device)
+            pipeline.set_progress_bar_config(disable=not self.show_progress)
+            self._unet_calls[key] = 0
+
+            def count_call(*_: object) -> None:
+                self._unet_calls[key] += 1
+
+            pipeline.unet.register_forward_hook(count_call)
+            self._pipelines[key] = pipeline
+        return self._pipelines[key]
+
+    def loaded_models(self) -> list[str]:
+        return list(self._pipelines)
+
+    def unload(self, model: str | Path) -> None:
+        self._pipelines.pop(str(model), None)
+        self._unet_calls.pop(str(model), None)
+
+    def inpaint(
+        self, model: str | Path, requests: Sequence[InpaintRequest], steps: int
+    ) -> list[InpaintResult]:
+        """Serve `requests` with `model` as ONE batch of `steps` denoising steps.
+
+        Each request seeds its own CPU `torch.Generator` (the initial noise); RePaint's
+        per-step noise comes from the batch's first generator (diffusers), so a request's
+        output depends on its batch, and the same batch gives the same output.
+        """
+        import torch
+
+        if not requests:
+            return []
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        key = str(model)
+        pipeline = self.load(model)
+        ground_truth = np.stack([r.ground_truth for r in requests]).astype(np.float32)
+        masks = np.stack([r.mask for r in requests]).astype(np.float32)
+        if steps == 0:
+            start_s = time.perf_counter()
+            outputs = np.stack([r.masked_image for r in requests]).astype(np.float32)
+            latency_s = time.perf_counter() - start_s
+            unet_calls = 0
+        else:
+            # the edge sees only the corrupted upload, never the ground truth
+            corrupted = np.stack([r.masked_image for r in requests]).astype(np.float32)
+            images = to_device_tensor(corrupted, self.device)
+            mask_tensor = torch.from_numpy(masks)[:, None].to(self.device)
+            generators = [torch.Generator().manual_seed(r.seed) for r in requests]
+            calls_before = self._unet_calls[key]
+            self._synchronize()
+            with warnings.catch_warnings():
+                # RePaintPipeline always calls its deprecated PIL preprocess helper, which
+                # returns our tensors untouched but warns on every call
+                warnings.filterwarnings("ignore", "The preprocess method", FutureWarning)
+                start_s = time.perf_counter()
+                outputs = pipeline(
+                    image=images,
+                    mask_image=mask_tensor,
+                    num_inference_steps=steps,
+                    eta=self.eta,
+                    jump_length=self.jump_length,
+                    jump_n_sample=self.jump_n_sample,
+                    generator=generators,
+                    output_type="np",
+                ).images  # NHWC in [0, 1] on the host, which synchronises the device
+                latency_s = time.perf_counter() - start_s
+            unet_calls = self._unet_calls[key] - calls_before
+        tv, psnr_db, ssim = self.score(outputs, ground_truth)
+        return [
+            InpaintResult(
+                image=outputs[i],
+                model=key,
+                steps=steps,
+                unet_calls=unet_calls,
+                latency_s=latency_s,
+                batch_size=len(requests),
+                tv=float(tv[i]),
+                psnr_db=float(psnr_db[i]),
+                ssim=float(ssim[i]),
+                device=self.device.type,
+            )
+            for i in range(len(requests))
+        ]
+
+    def serve(self, jobs: Sequence[ServeJob], max_batch: int = 8) -> list[InpaintResult]:
+        """Serve jobs, batching those with the same model and step count; results in job order."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault((job.model, job.steps), []).append(index)
+        results: list[InpaintResult | None] = [None] * len(jobs)
+        for (model, steps), indices in groups.items():
+            for start in range(0, len(indices), max_batch):
+                chunk = indices[start : start + max_batch]
+                outputs = self.inpaint(model, [jobs[i].request for i in chunk], steps)
+                for index, output in zip(chunk, outputs, strict=True):
+                    results[index] = output
+        return [r for r in results if r is not None]
+
+    def score(
+        self, outputs: np.ndarray, ground_truth: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-image TV, PSNR (dB) and SSIM of NHWC [0, 1] outputs, computed on the CPU."""
+        import piq
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(outputs)).permute(0, 3, 1, 2).clamp(0.0, 1.0)
+        y = torch.from_numpy(np.ascontiguousarray(ground_truth)).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            tv = piq.total_variation(x, reduction="none", norm_type=self.tv_norm)
+            psnr_db = piq.psnr(x, y, data_range=1.0, reduction="none")
+            ssim = piq.ssim(x, y, data_range=1.0, reduction="none")
+        return tv.numpy(), psnr_db.numpy(), ssim.numpy()
+
+    def _synchronize(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def to_device_tensor(images_hwc: np.ndarray, device: torch.device) -> torch.Tensor:
+    """NHWC [0, 1] numpy -> NCHW [-1, 1] tensor on `device` (the executor's input boundary)."""
+    import torch
+
+    return (torch.from_numpy(images_hwc).permute(0, 3, 1, 2) * 2.0 - 1.0).to(device)

@@ -1,0 +1,96 @@
+"""Fits of eq. (7) (piecewise linear TV) and eq. (8) (linear latency), and the profile format."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from calibration.fit import fit_latency, fit_quality, piecewise_tv, r_squared
+
+STEPS = np.repeat([1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50], 10).astype(float)
+
+
+@pytest.mark.parametrize(
+    ("a1", "a2", "a3", "a4"),
+    [(2.0, 21.3, 8.0, 11.2), (60.0, 110.0, 170.0, 28.0), (0.0, 18.0, 5.0, 9.0)],
+)
+def test_quality_fit_recovers_both_breakpoints_and_levels(a1, a2, a3, a4):
+    steps = STEPS * (4.0 if a3 > 50 else 1.0)  # the paper's A's need a 200-step grid
+    rng = np.random.default_rng(1)
+    tv = piecewise_tv(steps, a1, a2, a3, a4) + rng.normal(0.0, 0.3, steps.size)
+    fit = fit_quality(steps, tv)
+    step_tolerance = 0.02 * steps.max()
+    assert fit.a1 == pytest.approx(a1, abs=step_tolerance)
+    assert fit.a3 == pytest.approx(a3, abs=step_tolerance)
+    assert fit.a2 == pytest.approx(a2, abs=0.3)
+    assert fit.a4 == pytest.approx(a4, abs=0.3)
+    assert 0.0 <= fit.a1 < fit.a3
+    assert fit.r2 > 0.95
+
+
+def test_quality_fit_is_exact_on_noiseless_points_between_grid_nodes():
+    steps = np.arange(0.0, 31.0)
+    tv = piecewise_tv(steps, 3.0, 20.0, 11.0, 10.0)
+    fit = fit_quality(steps, tv)
+    assert (fit.a1, fit.a3) == (3.0, 11.0)
+    assert fit.r2 == pytest.approx(1.0)
+    np.testing.assert_allclose(fit.predict(steps), tv, atol=1e-9)
+
+
+def test_latency_fit_recovers_slope_and_intercept():
+    rng = np.random.default_rng(2)
+    latency_s = 0.0135 * STEPS + 0.004 + rng.normal(0.0, 0.0005, STEPS.size)
+    fit = fit_latency(STEPS, latency_s)
+    assert fit.b1 == pytest.approx(0.0135, rel=0.01)
+    assert fit.b2 == pytest.approx(0.004, abs=0.0005)
+    assert not fit.b2_clamped
+    assert fit.r2 > 0.998
+
+
+def test_negative_intercept_is_clamped_and_slope_refit_through_origin():
+    latency_s = 0.02 * STEPS - 0.003
+    fit = fit_latency(STEPS, latency_s)
+    assert fit.b2_clamped
+    assert fit.b2 == 0.0
+    assert fit.b1 == pytest.approx(float(STEPS @ latency_s / (STEPS @ STEPS)))
+    assert 0.0195 < fit.b1 < 0.02
+
+
+def test_latency_that_does_not_grow_is_rejected():
+    with pytest.raises(ValueError, match="does not grow"):
+        fit_latency(STEPS, 1.0 - 0.001 * STEPS)
+
+
+def test_r_squared():
+    observed = np.array([1.0, 2.0, 3.0, 4.0])
+    assert r_squared(observed, observed) == 1.0
+    assert r_squared(observed, np.full(4, 2.5)) == 0.0
+    assert r_squared(observed, observed + 1.0) == pytest.approx(1.0 - 4.0 / 5.0)
+
+
+def test_profile_toml_loads_with_floats_in_zoo_order():
+    pytest.importorskip("matplotlib")
+    from calibration.fit import LatencyFit, QualityFit
+    from calibration.sweep import ModelProfile, profile_toml
+
+    profiles = [
+        ModelProfile(
+            "brick", QualityFit(2.0, 21.3, 8.0, 11.2, 0.97), LatencyFit(0.0135, 0.004, 0.998, False)
+        ),
+        ModelProfile(
+            "text", QualityFit(1.0, 30.0, 6.5, 12.0, 0.9), LatencyFit(0.012, 0.0, 0.99, True)
+        ),
+    ]
+    text = profile_toml(profiles, "cpu", datetime(2026, 11, 28, 12, tzinfo=UTC))
+    assert text.startswith('[meta]\ndevice = "cpu"\ncreated = "2026-11-28T12:00:00+00:00"\n')
+    assert "A1 = 2.0\nA2 = 21.3\nA3 = 8.0\nA4 = 11.2\nB1 = 0.0135\nB2 = 0.004\n" in text
+    loaded = tomllib.loads(text)
+    assert loaded["meta"]["source"] == "testbed calibrate"
+    assert [m["name"] for m in loaded["model"]] == ["brick", "text"]
+    for model in loaded["model"]:
+        keys = ("A1", "A2", "A3", "A4", "B1", "B2", "r2_tv", "r2_latency")
+        assert all(isinstance(model[key], float) for key in keys)
+    assert loaded["model"][1]["B2"] == 0.0
