@@ -8,9 +8,9 @@ violation). Offspring come from binary tournaments, simulated binary crossover a
 polynomial mutation (Deb's bounded forms); the best individuals survive unchanged
 (elitism). The whole population is scored by one :func:`evaluate_slot` call.
 
-Defaults (population 32, 200 generations, eta_c = 15, eta_m = 20, crossover
+Defaults (population 32, 150 generations, eta_c = 15, eta_m = 20, crossover
 probability 0.9, mutation probability 1/(2U) per gene, 2 elites) keep a slot's decision
-near 60 ms at U = 18 on two shared CPU cores (``benchmarks/bench_decision_time.py``;
+near 45 ms at U = 18 on two shared CPU cores (``benchmarks/bench_decision_time.py``;
 the paper's Table 3 reports 1,128.7 ms) and beat the even split by about 4 in reward
 per user; other settings in that time budget did no better. The amender makes sum xi = 1,
 so the GA must spend all L steps even where the optimum spends fewer
@@ -105,7 +105,7 @@ class GeneticAllocation:
         config: ScenarioConfig,
         catalogue: ModelCatalogue,
         population: int = 32,
-        generations: int = 200,
+        generations: int = 150,
         crossover_eta: float = 15.0,
         mutation_eta: float = 20.0,
         crossover_prob: float = 0.9,
