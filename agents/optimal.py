@@ -458,7 +458,7 @@ class OptimalCaching:
 
     Exact over cache configurations with respect to the sampled expectation: every cache
     that fits C is scored by the mean over ``samples`` slots (drawn once per popularity
-    state from the seed of :meth:`reset`) of the per-user utility sum_u G_u / U under
+    state from the run seed, apart from the evaluated episodes) of the per-user utility sum_u G_u / U under
     :class:`OptimalAllocation`, and the lowest wins (ties: the lowest action code). The
     bandwidth part is solved once per sample slot; the steps part once per distinct set of
     users that a cache serves at the edge in that slot. Results are memoised per state.
@@ -473,13 +473,12 @@ class OptimalCaching:
         self.samples = samples
         self.allocator = OptimalAllocation(config, catalogue)
         self.caches = feasible_caches(catalogue.size_gb, config.catalogue.cache_capacity_gb)
-        self._seed = np.random.SeedSequence(config.seed)
+        # role 3 keeps the sample slots apart from the evaluated episodes ([seed, episode])
+        self._seed = np.random.SeedSequence([config.seed, 0, 3])
         self._scores: dict[int, np.ndarray] = {}
 
     def reset(self, seed: np.random.SeedSequence) -> None:
-        if (seed.entropy, seed.spawn_key) != (self._seed.entropy, self._seed.spawn_key):
-            self._scores.clear()
-        self._seed = seed
+        del seed  # the sample slots follow the run seed only: one fixed yardstick per run
 
     def scores(self, popularity_index: int) -> np.ndarray:
         """Mean per-user utility of every cache in :attr:`caches` at this popularity state."""
