@@ -27,7 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate = subparsers.add_parser(
         "calibrate", help="measure TV/latency vs denoising steps and fit eqs. (7)-(8)"
     )
-    calibrate.add_argument("--models", help="comma-separated zoo names (default: whole zoo)")
+    calibrate.add_argument(
+        "--models", help="comma-separated zoo names or checkpoint folders (default: whole zoo)"
+    )
+    calibrate.add_argument(
+        "--source", help="request images for every model from this source (default: its own)"
+    )
     calibrate.add_argument(
         "--steps",
         type=_int_list,
@@ -60,6 +65,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from calibration.sweep import (
         fit_model,
         mismatch_matrix,
+        model_label,
         plot_mismatch,
         plot_model,
         sweep_model,
@@ -81,12 +87,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start_s = time.perf_counter()
     frames = [
-        sweep_model(executor, model, args.steps, args.images, args.seed, args.batch)
+        sweep_model(
+            executor, model, args.steps, args.images, args.seed, args.batch, source=args.source
+        )
         for model in models
     ]
     measurements = pd.concat(frames, ignore_index=True)
     measurements.to_csv(out / "measurements.csv", index=False)
-    profiles = [fit_model(measurements, model) for model in models]
+    profiles = [fit_model(measurements, model_label(model)) for model in models]
     write_profile(out / "profile.toml", profiles, executor.device.type)
     for profile in profiles:
         plot_model(measurements, profile, out / f"fig3_{profile.name}.png")
@@ -98,6 +106,11 @@ def _calibrate(args: argparse.Namespace) -> int:
         )
     print(f"sweep + fit: {time.perf_counter() - start_s:.0f} s on {executor.device.type}")
     if args.mismatch:
+        from edge_node.sources import SOURCE_LOADERS
+
+        if unknown := [model for model in models if model not in SOURCE_LOADERS]:
+            print(f"--mismatch needs zoo models (their sources are the rows): {unknown}")
+            return 1
         table = mismatch_matrix(executor, models, args.images, args.mismatch_steps, args.seed)
         table.round(2).to_csv(out / "mismatch_psnr.csv")
         plot_mismatch(table, out / "mismatch_psnr.png", args.mismatch_steps)

@@ -38,16 +38,18 @@ def sweep_model(
     seed: int,
     batch: int = 1,
     progress: bool = True,
+    source: str | None = None,
 ) -> pd.DataFrame:
-    """Run `images` held-out requests of the model's own source at every step count.
+    """Run `images` held-out requests of `source` (default: the model's own) at every step count.
 
     The same images (and request seeds) are used at every step count, as in the paper's Fig. 3.
     Jobs run in a seeded random order so slow drifts of the machine do not bias the slope, after
-    one unrecorded warm-up call.
+    one unrecorded warm-up call. Request images are made at the checkpoint's resolution.
     """
     from tqdm import tqdm
 
-    requests = make_requests(model, images, seed)
+    size_px = int(executor.load(model).unet.config.sample_size)
+    requests = make_requests(source or model, images, seed, size_px=size_px)
     chunks = [list(range(start, min(start + batch, images))) for start in range(0, images, batch)]
     jobs = [(steps, chunk) for steps in steps_grid for chunk in chunks]
     order = np.random.default_rng(seed).permutation(len(jobs))
@@ -59,7 +61,7 @@ def sweep_model(
         for image_index, result in zip(chunk, results, strict=True):
             rows.append(
                 {
-                    "model": model,
+                    "model": model_label(model),
                     "steps": steps,
                     "image": image_index,
                     "latency_s": result.latency_s,
@@ -73,6 +75,11 @@ def sweep_model(
             )
     frame = pd.DataFrame(rows, columns=list(MEASUREMENT_COLUMNS))
     return frame.sort_values(["steps", "image"], kind="stable").reset_index(drop=True)
+
+
+def model_label(model: str) -> str:
+    """The profile name of a zoo model (its name) or of a checkpoint folder (its basename)."""
+    return Path(model).name
 
 
 def fit_model(measurements: pd.DataFrame, name: str) -> ModelProfile:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 DEFAULT_TRAIN_MINUTES = 4.3
 HELDOUT_IMAGES = 16
@@ -18,7 +19,12 @@ HELDOUT_SEED = 12345
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `zoo {train,list,evaluate}` to a parent parser's subparsers."""
+    from edge_node.zoo import ZOO_DIR
+
     zoo = subparsers.add_parser("zoo", help="the RePaint model zoo (train, list, evaluate)")
+    zoo.add_argument(
+        "--zoo-dir", type=Path, default=ZOO_DIR, help="zoo folder (manifest.json, models/)"
+    )
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
 
     train = zoo_commands.add_parser("train", help="train zoo models on their shipped sources")
@@ -29,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, help="optimiser steps per model (caps --minutes)")
     train.add_argument("--seed", type=int, default=0, help="model i (zoo order) uses seed S + i")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    train.add_argument(
+        "--eval-images", type=int, default=HELDOUT_IMAGES, help="held-out requests for PSNR"
+    )
     train.set_defaults(func=_train)
 
     listing = zoo_commands.add_parser("list", help="print the zoo manifest as a table")
@@ -47,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from edge_node.sources import SOURCE_LOADERS
-    from edge_node.zoo import MODELS_DIR, TrainConfig, train_model, upsert_manifest
+    from edge_node.zoo import TrainConfig, train_model, upsert_manifest
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,39 +66,43 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             source=name, seed=args.seed + index, max_steps=args.steps, max_minutes=args.minutes
         )
-        entry = train_model(config, MODELS_DIR / name)
-        upsert_manifest(entry)
+        entry = train_model(config, args.zoo_dir / "models" / name)
+        upsert_manifest(entry, args.zoo_dir / "manifest.json")
         print(f"{name}: {entry.training_steps} steps, loss {entry.final_loss:.4f}")
-        _evaluate_names([name], HELDOUT_IMAGES, device=None)
+        _evaluate_names(args.zoo_dir, [name], args.eval_images, device=None)
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from edge_node.zoo import zoo_names
 
-    _evaluate_names([args.source] if args.source else zoo_names(), args.images, args.device)
+    names = [args.source] if args.source else zoo_names(args.zoo_dir / "manifest.json")
+    _evaluate_names(args.zoo_dir, names, args.images, args.device)
     return 0
 
 
-def _evaluate_names(names: Sequence[str], images: int, device: str | None) -> None:
+def _evaluate_names(zoo_dir: Path, names: Sequence[str], images: int, device: str | None) -> None:
     from dataclasses import replace
 
     from edge_node.evaluation import mean_psnr_db
     from edge_node.executor import RePaintExecutor
     from edge_node.zoo import REFERENCE_STEPS, read_manifest, upsert_manifest
 
+    manifest_path = zoo_dir / "manifest.json"
     executor = RePaintExecutor(device=device)
-    entries = {entry.name: entry for entry in read_manifest()}
+    entries = {entry.name: entry for entry in read_manifest(manifest_path)}
     for name in names:
-        psnr_db = mean_psnr_db(executor, name, name, images, REFERENCE_STEPS, HELDOUT_SEED)
-        upsert_manifest(replace(entries[name], heldout_psnr_db=round(psnr_db, 2)))
+        model_dir = zoo_dir / "models" / name
+        psnr_db = mean_psnr_db(executor, model_dir, name, images, REFERENCE_STEPS, HELDOUT_SEED)
+        entry = replace(entries[name], heldout_psnr_db=round(psnr_db, 2))
+        upsert_manifest(entry, manifest_path)
         print(f"{name}: held-out PSNR {psnr_db:.2f} dB at {REFERENCE_STEPS} steps")
 
 
 def _list(args: argparse.Namespace) -> int:
     from edge_node.zoo import read_manifest
 
-    entries = read_manifest()
+    entries = read_manifest(args.zoo_dir / "manifest.json")
     if not entries:
         print("no model trained yet: run `testbed zoo train`")
         return 1

@@ -54,12 +54,13 @@ def stroke_mask(rng: np.random.Generator, size_px: int = PATCH_SIZE_PX) -> np.nd
     """Free-form strokes: 2-4 random walks of thick line segments."""
     mask = np.ones((size_px, size_px), dtype=np.float32)
     rows, cols = np.mgrid[0:size_px, 0:size_px]
+    scale = size_px / PATCH_SIZE_PX  # stroke widths and lengths are set at 32x32
     for _ in range(int(rng.integers(2, 5))):
         y, x = rng.uniform(0, size_px, size=2)
-        radius_px = rng.uniform(1.0, 2.0)
+        radius_px = rng.uniform(1.0, 2.0) * scale
         for _ in range(int(rng.integers(2, 6))):
             angle = rng.uniform(0, 2 * np.pi)
-            length_px = rng.uniform(4, size_px / 3)
+            length_px = rng.uniform(4 * scale, size_px / 3)
             for frac in np.linspace(0.0, 1.0, 8):
                 cy = y + frac * length_px * np.sin(angle)
                 cx = x + frac * length_px * np.cos(angle)
@@ -78,16 +79,29 @@ def random_mask(
 
 
 def make_requests(
-    source: str, count: int, seed: int, mask_kind: MaskKind = "mixed"
+    source: str,
+    count: int,
+    seed: int,
+    mask_kind: MaskKind = "mixed",
+    size_px: int = PATCH_SIZE_PX,
 ) -> list[InpaintRequest]:
-    """`count` requests of service type `source`: held-out patches with seeded masks."""
+    """`count` requests of service type `source`: held-out 32x32 patches with seeded masks.
+
+    `size_px` other than 32 resizes the patches (bilinear), for checkpoints of another
+    resolution, e.g. a user's 256x256 DDPM; masks are drawn at that size.
+    """
+    from skimage.transform import resize
+
     rng = np.random.default_rng(seed)
     patches = sample_patches(load_source(source).heldout_images, count, rng)
+    if size_px != PATCH_SIZE_PX:
+        shape = (count, size_px, size_px, 3)
+        patches = resize(patches, shape, order=1, anti_aliasing=False).astype(np.float32)
     request_seeds = rng.integers(0, 2**31 - 1, size=count)
     return [
         InpaintRequest(
             ground_truth=patch,
-            mask=random_mask(rng, mask_kind),
+            mask=random_mask(rng, mask_kind, size_px),
             seed=int(request_seed),
             source=source,
         )

@@ -134,3 +134,11 @@ def test_zoo_model_inpaints_its_own_source_better_than_random_weights(tmp_path: 
     # measured: ~31 dB vs ~18 dB; the masks keep ~80% of the pixels exactly in both
     assert trained_db > 27.0
     assert trained_db - random_db > 6.0
+
+
+def test_requests_at_another_resolution_for_foreign_checkpoints():
+    (request,) = make_requests("faces", 1, seed=0, size_px=64)
+    assert request.ground_truth.shape == (64, 64, 3)
+    assert request.mask.shape == (64, 64)
+    assert 0.0 <= request.ground_truth.min() and request.ground_truth.max() <= 1.0
+    assert 0.02 < request.hole_fraction < 0.5

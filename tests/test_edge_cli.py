@@ -1,0 +1,60 @@
+"""The `zoo` command: torch-free registration, train -> manifest -> list, in a scratch zoo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_node.cli import register
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_registering_the_commands_does_not_import_torch():
+    code = (
+        "import argparse, sys\n"
+        "import calibration.cli, edge_node.cli\n"
+        "sub = argparse.ArgumentParser().add_subparsers()\n"
+        "edge_node.cli.register(sub); calibration.cli.register(sub)\n"
+        "print('torch' in sys.modules, 'diffusers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_train_writes_model_and_manifest_then_list_prints_it(tmp_path: Path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    zoo = ["zoo", "--zoo-dir", str(tmp_path)]
+    args = parse(
+        [*zoo, "train", "--source", "text", "--steps", "3", "--seed", "4", "--eval-images", "2"]
+    )
+    assert args.func(args) == 0
+    (entry,) = json.loads((tmp_path / "manifest.json").read_text())["models"]
+    assert entry["name"] == "text" and entry["training_steps"] == 3
+    assert entry["seed"] == 4 + 3  # text is model 3 of the zoo (0-based)
+    assert entry["parameters"] == 1_063_651
+    weights = tmp_path / "models" / "text" / "unet" / "diffusion_pytorch_model.safetensors"
+    assert entry["size_on_disk_bytes"] > weights.stat().st_size > 4_000_000
+    assert 5.0 < entry["heldout_psnr_db"] < 60.0
+    capsys.readouterr()
+    args = parse([*zoo, "list"])
+    assert args.func(args) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:2] == ["name", "params"]
+    assert row.split()[:3] == ["text", "1,063,651", "3"]
+
+
+def test_list_of_an_empty_zoo_fails(tmp_path: Path, capsys):
+    args = parse(["zoo", "--zoo-dir", str(tmp_path), "list"])
+    assert args.func(args) == 1
+    assert "zoo train" in capsys.readouterr().out
