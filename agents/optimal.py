@@ -458,10 +458,11 @@ class OptimalCaching:
 
     Exact over cache configurations with respect to the sampled expectation: every cache
     that fits C is scored by the mean over ``samples`` slots (drawn once per popularity
-    state from the run seed, apart from the evaluated episodes) of the per-user utility sum_u G_u / U under
-    :class:`OptimalAllocation`, and the lowest wins (ties: the lowest action code). The
-    bandwidth part is solved once per sample slot; the steps part once per distinct set of
-    users that a cache serves at the edge in that slot. Results are memoised per state.
+    state from the run seed, apart from the evaluated episodes) of the per-user utility
+    sum_u G_u / U under :class:`OptimalAllocation`, and the lowest wins (ties: the lowest
+    action code). The bandwidth part is solved once per sample slot; the steps part once
+    per distinct set of users that a cache serves at the edge in that slot. Results are
+    memoised per state.
     """
 
     name = "optimal"

@@ -1,1 +1,1 @@
-"""Cloud node: holds every model and serves requests the edge misses (filled by the live-loop issue)."""
+"""Cloud node: holds every model and serves what the edge misses (built by the live-loop issue)."""

@@ -21,6 +21,8 @@ from pathlib import Path
 from testbed.config import ConfigError, ScenarioConfig, build_catalogue, load_config, save_config
 from testbed.provenance import run_metadata
 
+LEARNED = ("t2drl", "ddpg-t2drl")
+
 # Subcommands that other packages add (imported only when present; they load torch lazily).
 _PLUGINS = ("edge_node.cli", "calibration.cli")
 
@@ -44,7 +46,18 @@ def _simulate(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.toml")
     (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
-    caching, allocation = make_policies(args.policy, config, catalogue)
+    if args.policy in LEARNED:
+        if not args.checkpoint:
+            print(
+                f"testbed: error: --policy {args.policy} needs --checkpoint RUN_DIR",
+                file=sys.stderr,
+            )
+            return 2
+        from agents.t2drl import load_policies
+
+        caching, allocation = load_policies(args.checkpoint, config, catalogue)
+    else:
+        caching, allocation = make_policies(args.policy, config, catalogue)
     summary, _ = run(
         config,
         caching,
@@ -84,6 +97,39 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from agents.t2drl import TrainConfig, train
+
+    if args.resume:
+        out = Path(args.resume)
+        result = train(
+            TrainConfig(episodes=args.episodes),
+            ScenarioConfig(),
+            out,
+            resume=True,
+            progress=not args.quiet,
+        )
+    else:
+        config = _scenario(args)
+        out = Path(args.out or f"runs/train__{args.agent}__seed{config.seed}__{int(time.time())}")
+        train_config = TrainConfig(
+            agent=args.agent,
+            episodes=args.episodes,
+            seed=config.seed,
+            preset=args.preset,
+            threads=args.threads,
+        )
+        result = train(
+            train_config, config, out, progress=not args.quiet, run_info=run_metadata(sys.argv)
+        )
+    print(
+        f"{out}: {result.get('episode', -1) + 1} episodes, last episode utility "
+        f"{result.get('utility', float('nan')):.3f}, hit ratio "
+        f"{result.get('hit_ratio', float('nan')):.3f}"
+    )
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     config = _scenario(args)
     if args.out:
@@ -105,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="play a policy on a scenario and write a run folder")
-    sim.add_argument("--policy", choices=sorted(POLICIES), default="optimal")
+    sim.add_argument("--policy", choices=sorted(POLICIES) + list(LEARNED), default="optimal")
+    sim.add_argument("--checkpoint", default=None, help="run folder of `testbed train`")
     sim.add_argument("--episodes", type=int, default=1, help="episodes of T frames x K slots")
     sim.add_argument("--seed", type=int, default=None, help="run seed (overrides the config's)")
     sim.add_argument("--users", type=int, default=None, help="U (overrides the config's)")
@@ -126,6 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--config", default=None)
     cmp_.add_argument("--quiet", action="store_true")
     cmp_.set_defaults(handler=_compare)
+
+    trn = sub.add_parser("train", help="train T2DRL (DDQN + D3PG) or DDPG-based T2DRL")
+    trn.add_argument("--agent", choices=list(LEARNED), default="t2drl")
+    trn.add_argument("--episodes", type=int, default=500, help="H (Table 2: 500)")
+    trn.add_argument("--seed", type=int, default=None)
+    trn.add_argument("--users", type=int, default=None)
+    trn.add_argument(
+        "--preset",
+        choices=["default", "paper"],
+        default="default",
+        help="`paper`: Adam at 1e-6 for every network (Sec. 7.1)",
+    )
+    trn.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    trn.add_argument("--out", default=None)
+    trn.add_argument("--config", default=None)
+    trn.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue an interrupted run (up to --episodes)",
+    )
+    trn.add_argument("--quiet", action="store_true")
+    trn.set_defaults(handler=_train)
 
     cfg = sub.add_parser("config", help="print or write the scenario (defaults: Table 2)")
     cfg.add_argument("--config", default=None, help="scenario TOML to start from")

@@ -239,7 +239,7 @@ class UtilityConfig:
     frame_penalty: float = 100.0
     """Xi, subtracted when the cache exceeds C (eq. (32))."""
     delay_cap_s: float = 200.0
-    """A user given no uplink bandwidth never finishes; its uplink delay is recorded as this."""
+    """Uplink delays are recorded at most as this: a user starved of bandwidth never finishes."""
 
     def validate(self) -> None:
         _check_range("utility.alpha", self.alpha, 0, 1)

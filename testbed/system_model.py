@@ -146,6 +146,9 @@ def frame_reward(
     return float(np.mean(slot_rewards)) - penalty * over
 
 
+STEP_AMENDERS = ("paper", "cap")
+
+
 def amend_bandwidth(raw_share: np.ndarray) -> np.ndarray:
     """Sec. 6.2.2: b_u = b~_u / sum_u b~_u, so that (11e) holds; all zeros give the even split."""
     raw = np.clip(np.asarray(raw_share, dtype=float), 0.0, None)
@@ -154,15 +157,26 @@ def amend_bandwidth(raw_share: np.ndarray) -> np.ndarray:
     return np.where(total > 0, raw / np.where(total > 0, total, 1.0), even)
 
 
-def amend_steps(raw_share: np.ndarray, served_at_edge: np.ndarray) -> np.ndarray:
+def amend_steps(
+    raw_share: np.ndarray, served_at_edge: np.ndarray, mode: str = "paper"
+) -> np.ndarray:
     """Sec. 6.2.2: xi_u = xi~_u rho_m / sum_u rho_m xi~_u, so (11f) and (11g) hold.
 
     Users whose model is not cached get zero. If every cached user's raw share is zero,
     the steps are split evenly over the cached users; with no cached user, all are zero.
+
+    ``mode="cap"`` (not the paper's) rescales only when the raw shares of the cached users
+    sum above 1, so an agent can leave steps unused: (11f) is an inequality, and the
+    paper's amender, which always spends all L steps, cannot reach allocations where extra
+    steps cost more delay than they buy in quality.
     """
+    if mode not in STEP_AMENDERS:
+        raise ValueError(f"steps amender {mode!r}: allowed {list(STEP_AMENDERS)}")
     served = np.asarray(served_at_edge, dtype=bool)
     raw = np.clip(np.asarray(raw_share, dtype=float), 0.0, None) * served
     total = raw.sum(axis=-1, keepdims=True)
+    if mode == "cap":
+        return raw / np.maximum(total, 1.0)
     count = served.sum(axis=-1, keepdims=True)
     even = np.where(served, 1.0 / np.maximum(count, 1), 0.0)
     return np.where(total > 0, raw / np.where(total > 0, total, 1.0), even)
@@ -254,8 +268,9 @@ def evaluate_slot(
 
     ``bandwidth_share`` and ``step_share`` may carry a leading batch axis (candidate
     allocations of the same slot). The uplink delay of a user with no uplink bandwidth is
-    infinite by eq. (2); it is recorded as ``delay_cap_s`` (> tau) so that averages stay
-    finite, and such a user counts as an (11h) violation.
+    infinite by eq. (2), and huge with a sliver of it; uplink delays are recorded at most
+    as ``delay_cap_s`` (> tau, default 200 s, far above any served user's seconds) so that
+    averages and rewards stay finite, and such a user counts as an (11h) violation.
     """
     services = np.asarray(services)
     cached = np.asarray(cache, dtype=bool)[services]
@@ -274,11 +289,9 @@ def evaluate_slot(
     rate_dw = downlink_rate_bps(
         radio.downlink_bandwidth_hz, radio.bs_tx_power_w, gain, radio.noise_psd_w_per_hz
     )
-    # a user with no uplink bandwidth never finishes (eq. (2) gives rate 0): record the cap
-    up_s = np.where(
-        rate_up > 0,
-        uplink_delay_s(input_bits, rate_up, cached, radio.backhaul_up_bps),
-        radio.delay_cap_s,
+    # a starved user (rate 0 or near it in eq. (2)) never finishes: record the cap
+    up_s = np.minimum(
+        uplink_delay_s(input_bits, rate_up, cached, radio.backhaul_up_bps), radio.delay_cap_s
     )
     dw_s = downlink_delay_s(output_bits, rate_dw, cached, radio.backhaul_down_bps)
     gen_s = generation_delay_s(steps, cached, b1, b2, a3)

@@ -1,0 +1,166 @@
+"""DDPG for the slot-level allocation (the paper's "DDPG-based T2DRL" baseline, Sec. 7.2).
+
+The actor is an MLP with a sigmoid output in [0, 1]^(2U) (the raw (b~, xi~) of eq. (22),
+amended by Sec. 6.2.2 outside the agent); the critic Q_phi(s, a) is an MLP with 2 hidden
+layers of 256. The update is eqs. (24)-(29): critic loss (24) against the target networks,
+deterministic policy gradient (26)-(27), soft target updates with rate epsilon.
+:class:`agents.d3pg.D3PG` reuses all of it with a diffusion actor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.nets import mlp, soft_update
+from agents.replay import ReplayBuffer
+
+
+@dataclass
+class ActorCriticConfig:
+    """Hyperparameters of DDPG / D3PG. Defaults: see ``docs/agents.md`` for the reasons."""
+
+    actor_lr: float = 3e-4
+    """Adam learning rate sigma^a of the actor (the paper's Sec. 7.1: 1e-6, preset `paper`)."""
+    critic_lr: float = 3e-4
+    """Adam learning rate sigma^c of the critic (the paper's Sec. 7.1: 1e-6)."""
+    discount: float = 0.0
+    """omega of eq. (24b). The slot's action does not change the next state (the world is
+    exogenous), so the optimal allocation is myopic for any omega; 0 removes bootstrap noise."""
+    target_rate: float = 0.005
+    """epsilon of eqs. (28)-(29)."""
+    batch_size: int = 128
+    """E, transitions per update."""
+    buffer_size: int = 100_000
+    """Capacity of the replay buffer E."""
+    warmup: int = 1_000
+    """Transitions stored before the first update (actions meanwhile: the initial actor)."""
+    actor_hidden: tuple[int, ...] = (128, 128, 128)
+    """Hidden layers of the actor (the diffusion denoiser in D3PG: 3 x 128, Sec. 7.1)."""
+    critic_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layers of the critic (Sec. 7.1: 2 x 256)."""
+    action_noise_std: float = 0.1
+    """Gaussian exploration noise added to the action in training (DDPG); off in evaluation."""
+    reward_scale: float = 0.01
+    """Rewards are multiplied by this before the critic sees them (eq. (23) is ~ -50 per slot)."""
+
+
+def _identity(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    del state
+    return action
+
+
+class MLPActor(nn.Module):
+    def __init__(self, state_dim: int, action_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = mlp(state_dim, list(hidden), action_dim)
+
+    def forward(
+        self, state: torch.Tensor, explore: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Raw action in [0, 1]."""
+        del explore, generator  # the MLP is deterministic; DDPG explores with action noise
+        return torch.sigmoid(self.net(state))
+
+
+class Critic(nn.Module):
+    def __init__(self, state_dim: int, action_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = mlp(state_dim + action_dim, list(hidden), 1)
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([state, action], dim=-1)).squeeze(-1)
+
+
+class DDPG:
+    """Actor-critic agent: ``act`` per slot, ``store`` the transition, ``update`` once per slot."""
+
+    name = "ddpg"
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        config: ActorCriticConfig,
+        seed: int | np.random.SeedSequence = 0,
+    ) -> None:
+        self.config = config
+        self.state_dim, self.action_dim = state_dim, action_dim
+        seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        torch_seed, np_seed = seq.spawn(2)
+        self.torch_generator = torch.Generator().manual_seed(int(torch_seed.generate_state(1)[0]))
+        self.rng = np.random.default_rng(np_seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(int(torch_seed.generate_state(2)[1]))
+            self.actor = self._make_actor()
+            self.critic = Critic(state_dim, action_dim, config.critic_hidden)
+        self.target_actor = self._make_actor()
+        self.target_actor.load_state_dict(self.actor.state_dict())
+        self.target_critic = Critic(state_dim, action_dim, config.critic_hidden)
+        self.target_critic.load_state_dict(self.critic.state_dict())
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.buffer = ReplayBuffer(config.buffer_size, state_dim, action_dim)
+        self.amend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _identity
+        """Maps (state, raw action) to the executed action, differentiably; the critic and
+        the buffer see executed actions (T2DRL sets the Sec. 6.2.2 amender here)."""
+
+    def _make_actor(self) -> nn.Module:
+        return MLPActor(self.state_dim, self.action_dim, self.config.actor_hidden)
+
+    @torch.no_grad()
+    def act(self, state: np.ndarray, explore: bool) -> np.ndarray:
+        """Raw action in [0, 1]^action_dim; exploration only when ``explore``."""
+        obs = torch.as_tensor(state, dtype=torch.float32).unsqueeze(0)
+        action = self.actor(obs, explore=explore, generator=self.torch_generator)[0].numpy()
+        if explore and self.config.action_noise_std > 0:
+            noise = self.rng.normal(0.0, self.config.action_noise_std, action.shape)
+            action = np.clip(action + noise, 0.0, 1.0)
+        return action.astype(np.float32)
+
+    def store(self, state, action, reward: float, next_state, done: bool) -> None:
+        """Store a transition; ``action`` is the executed (amended) action."""
+        self.buffer.add(state, action, reward * self.config.reward_scale, next_state, done)
+
+    def ready(self) -> bool:
+        return len(self.buffer) >= max(self.config.warmup, self.config.batch_size)
+
+    def update(self) -> dict[str, float]:
+        """One critic step on (24) and one actor step on (26)-(27), then (28)-(29)."""
+        batch = {
+            k: torch.as_tensor(v)
+            for k, v in self.buffer.sample(self.rng, self.config.batch_size).items()
+        }
+        s, a, r = batch["states"], batch["actions"], batch["rewards"]
+        with torch.no_grad():
+            next_states = batch["next_states"]
+            next_action = self.amend(next_states, self.target_actor(next_states))
+            bootstrap = self.target_critic(batch["next_states"], next_action)
+            target = r + self.config.discount * (1.0 - batch["dones"]) * bootstrap  # eq. (24b)
+        critic_loss = 0.5 * (target - self.critic(s, a)).pow(2).mean()  # eq. (24)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()  # eq. (25)
+        q_value = self.critic(s, self.amend(s, self.actor(s)))  # deterministic PG, eq. (26)
+        actor_loss = -q_value.mean()  # gradient ascent on Q, eqs. (26)-(27)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+        soft_update(self.target_actor, self.actor, self.config.target_rate)  # eq. (28)
+        soft_update(self.target_critic, self.critic, self.config.target_rate)  # eq. (29)
+        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item()}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "actor": self.actor,
+            "critic": self.critic,
+            "target_actor": self.target_actor,
+            "target_critic": self.target_critic,
+        }
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}

@@ -1,0 +1,124 @@
+"""DDQN for the frame-level model caching (Sec. 6.3).
+
+State s(t) = gamma(t) (eq. (30)); action a~(t) in {0, ..., 2^M - 1}, amended into the cache
+vector by Sec. 6.3.2; reward r(t) of eq. (32) (with the capacity penalty Xi). Evaluation and
+target Q-networks with 2 hidden layers of 128 (ReLU, Sec. 7.1); replay buffer F; loss (33)
+with the double-Q target (33a); soft target update (35); epsilon-greedy exploration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from agents.nets import mlp, soft_update
+from agents.replay import ReplayBuffer
+
+
+@dataclass
+class DDQNConfig:
+    """Hyperparameters of the caching agent."""
+
+    lr: float = 1e-3
+    """Adam learning rate zeta (the paper's Sec. 7.1: 1e-6, preset `paper`)."""
+    discount: float = 0.0
+    """rho of eq. (33a). Caching does not change the next gamma(t) (an exogenous Markov
+    chain), so the best cache is myopic for any rho; 0 removes bootstrap noise."""
+    target_rate: float = 0.005
+    """kappa of eq. (35)."""
+    batch_size: int = 64
+    """F, transitions per update."""
+    buffer_size: int = 20_000
+    """Capacity of the replay buffer F."""
+    warmup: int = 64
+    """Frames stored before the first update."""
+    updates_per_frame: int = 4
+    """Gradient steps on (33) after each frame."""
+    hidden: tuple[int, ...] = (128, 128)
+    """Hidden layers of both Q-networks (Sec. 7.1: 2 x 128)."""
+    epsilon_start: float = 1.0
+    """Exploration rate at the first frame."""
+    epsilon_end: float = 0.02
+    """Exploration rate after the decay."""
+    epsilon_decay_fraction: float = 0.6
+    """Fraction of the training frames over which epsilon decays linearly."""
+    reward_scale: float = 0.01
+    """Frame rewards are multiplied by this before the Q-networks see them."""
+
+
+class DDQN:
+    """Double deep Q-network over the 2^M cache configurations."""
+
+    name = "ddqn"
+
+    def __init__(
+        self, num_models: int, config: DDQNConfig, seed: int | np.random.SeedSequence = 0
+    ) -> None:
+        self.config = config
+        self.num_actions = 2**num_models
+        seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        torch_seed, np_seed = seq.spawn(2)
+        self.rng = np.random.default_rng(np_seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(int(torch_seed.generate_state(1)[0]))
+            self.q = mlp(1, list(config.hidden), self.num_actions)
+        self.target_q = mlp(1, list(config.hidden), self.num_actions)
+        self.target_q.load_state_dict(self.q.state_dict())
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr)
+        self.buffer = ReplayBuffer(config.buffer_size, 1, 1, action_dtype=np.int64)
+        self.epsilon = config.epsilon_start
+
+    def set_progress(self, fraction: float) -> None:
+        """Linear epsilon decay over ``epsilon_decay_fraction`` of training."""
+        c = self.config
+        t = min(1.0, fraction / max(c.epsilon_decay_fraction, 1e-9))
+        self.epsilon = c.epsilon_start + t * (c.epsilon_end - c.epsilon_start)
+
+    @torch.no_grad()
+    def q_values(self, gamma: float) -> np.ndarray:
+        return self.q(torch.tensor([[gamma]], dtype=torch.float32))[0].numpy()
+
+    def act(self, gamma: float, explore: bool) -> int:
+        """epsilon-greedy in training, greedy in evaluation."""
+        if explore and self.rng.random() < self.epsilon:
+            return int(self.rng.integers(self.num_actions))
+        return int(np.argmax(self.q_values(gamma)))
+
+    def store(
+        self, gamma: float, action: int, reward: float, next_gamma: float, done: bool
+    ) -> None:
+        self.buffer.add([gamma], [action], reward * self.config.reward_scale, [next_gamma], done)
+
+    def ready(self) -> bool:
+        return len(self.buffer) >= max(self.config.warmup, self.config.batch_size)
+
+    def update(self) -> dict[str, float]:
+        """One step on loss (33) with the double-Q target (33a), then eq. (35)."""
+        batch = {
+            k: torch.as_tensor(v)
+            for k, v in self.buffer.sample(self.rng, self.config.batch_size).items()
+        }
+        s, a, r = batch["states"], batch["actions"][:, 0], batch["rewards"]
+        with torch.no_grad():
+            best = self.q(batch["next_states"]).argmax(
+                dim=1, keepdim=True
+            )  # evaluation net selects
+            bootstrap = (
+                self.target_q(batch["next_states"]).gather(1, best).squeeze(1)
+            )  # target evaluates
+            target = r + self.config.discount * (1.0 - batch["dones"]) * bootstrap  # eq. (33a)
+        q_taken = self.q(s).gather(1, a.unsqueeze(1)).squeeze(1)  # eq. (33b)
+        loss = 0.5 * (target - q_taken).pow(2).mean()  # eq. (33)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()  # eq. (34)
+        soft_update(self.target_q, self.q, self.config.target_rate)  # eq. (35)
+        return {"q_loss": loss.item()}
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"q": self.q, "target_q": self.target_q}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"q_optimizer": self.optimizer}

@@ -1,0 +1,55 @@
+"""A uniform replay buffer on preallocated numpy arrays (buffers E and F of Algorithm 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_FIELDS = ("states", "actions", "rewards", "next_states", "dones")
+
+
+class ReplayBuffer:
+    """Ring buffer of transitions (s, a, r, s', done); ``sample`` draws uniformly."""
+
+    def __init__(self, capacity: int, state_dim: int, action_dim: int, action_dtype=np.float32):
+        if capacity < 1:
+            raise ValueError(f"replay capacity = {capacity} is out of range: allowed [1, inf)")
+        self.capacity = capacity
+        self.states = np.zeros((capacity, state_dim), dtype=np.float32)
+        self.actions = np.zeros((capacity, action_dim), dtype=action_dtype)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.next_states = np.zeros((capacity, state_dim), dtype=np.float32)
+        self.dones = np.zeros(capacity, dtype=np.float32)
+        self.position = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, state, action, reward: float, next_state, done: bool = False) -> None:
+        i = self.position
+        self.states[i] = state
+        self.actions[i] = action
+        self.rewards[i] = reward
+        self.next_states[i] = next_state
+        self.dones[i] = float(done)
+        self.position = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        index = rng.integers(0, self.size, size=batch_size)
+        return {name: getattr(self, name)[index] for name in _FIELDS}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The filled slots as stored (ring order) plus the write position, for checkpoints."""
+        out = {name: getattr(self, name)[: self.size] for name in _FIELDS}
+        out["position"] = np.array([self.position], dtype=np.int64)
+        return out
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        count = len(arrays["rewards"])
+        if count > self.capacity:
+            raise ValueError(f"{count} stored transitions exceed the capacity {self.capacity}")
+        for name in _FIELDS:
+            getattr(self, name)[:count] = arrays[name]
+        self.size = count
+        self.position = int(arrays["position"][0])
