@@ -130,6 +130,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from testbed.experiments import run_experiment
+
+    preset = "quick" if args.quick else "full"
+    out = Path(args.out or f"runs/experiment__{args.name}__{preset}__{int(time.time())}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    log = (lambda message: None) if args.quiet else print
+    run_experiment(args.name, out, args.quick, log, seeds=args.seeds, episodes=args.episodes)
+    print(f"{args.name} ({preset}) -> {out}")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     config = _scenario(args)
     if args.out:
@@ -197,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--quiet", action="store_true")
     trn.set_defaults(handler=_train)
 
+    from testbed.experiments import EXPERIMENTS
+
+    exp = sub.add_parser("experiment", help="the paper's Figs. 6-8 and Table 3")
+    exp.add_argument("name", choices=sorted(EXPERIMENTS))
+    exp.add_argument("--quick", action="store_true", help="small budget (<= ~10 min on CPU)")
+    exp.add_argument("--seeds", type=int, default=None, help="seeds per point (default 3)")
+    exp.add_argument("--episodes", type=int, default=None, help="H per training run")
+    exp.add_argument("--out", default=None)
+    exp.add_argument("--quiet", action="store_true")
+    exp.set_defaults(handler=_experiment)
+
     cfg = sub.add_parser("config", help="print or write the scenario (defaults: Table 2)")
     cfg.add_argument("--config", default=None, help="scenario TOML to start from")
     cfg.add_argument("--seed", type=int, default=None)
@@ -220,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         # a terminated run unwinds like Ctrl-C, so the trace writer keeps every row
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     for flag in ("episodes", "seeds"):
-        if getattr(args, flag, 1) < 1:
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
             print(f"testbed: error: --{flag} must be >= 1", file=sys.stderr)
             return 2
     try:

@@ -175,3 +175,15 @@ def test_short_training_beats_the_untrained_policy(tmp_path):
     before, after = evaluate(tmp_path / "untrained"), evaluate(tmp_path / "trained")
     # measured: -66.9 -> -50.4 per slot (the exact optimiser's allocation: -50.6)
     assert after > before + 8.0, (before, after)
+
+
+def test_quick_experiment_table3_end_to_end(tmp_path):
+    from testbed.experiments import run_experiment
+
+    run_experiment("table3", tmp_path, quick=True, log=lambda message: None)
+    summary = pd.read_csv(tmp_path / "table3_summary.csv")
+    assert set(summary["policy"]) == {"t2drl", "ddpg-t2drl", "schrs", "optimal"}
+    assert sorted(summary["users"].unique()) == [10, 12, 14, 16, 18]
+    assert (summary["seeds"] == 3).all() and (summary["decision_ms_per_slot"] > 0).all()
+    assert (tmp_path / "table3.png").stat().st_size > 0
+    assert "| t2drl |" in (tmp_path / "table3.md").read_text()

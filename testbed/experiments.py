@@ -1,0 +1,419 @@
+"""The paper's experiments (Sec. 7.3): ``testbed experiment NAME [--quick]``.
+
+=========  ==============================================================================
+fig6a      converged reward of T2DRL vs the number of denoising steps L of the actor
+fig6b      reward curves of T2DRL and DDPG-based T2DRL
+fig7       hit ratio (7a) and utility (7b) vs U in {10, 12, 14, 16, 18}
+fig8       hit ratio (8a) and utility (8b) vs C in {20, 22, ..., 32} GB
+table3     decision time per slot vs U
+=========  ==============================================================================
+
+Figs. 7-8 compare T2DRL, DDPG-based T2DRL, SCHRS, RCARS and the exact optimiser. Every
+point is the mean over seeds with a 95% Student-t interval; a learned policy is trained
+with that seed and then evaluated, exploration off, on evaluation episodes that no policy
+trained on, the same for every policy. Each experiment writes ``NAME.csv`` (one row per
+run), ``NAME_summary.csv`` (means and intervals) and its PNG(s) into the output folder.
+The ``--quick`` preset shrinks the training budget (and the L grid of fig6a) so that each
+experiment finishes within ~10 minutes on a 2-core CPU; the figures of the full preset
+take hours.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from testbed.compare import confidence_halfwidth
+from testbed.config import ScenarioConfig, build_catalogue
+
+EVAL_SEED_OFFSET = 1000
+"""Evaluation worlds use run seed ``seed + 1000``: never seen in training."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    episodes: int
+    """H, training episodes per learned run."""
+    seeds: int
+    """Seeds per point (>= 3 for the intervals)."""
+    eval_episodes: int
+    """Evaluation episodes per run."""
+    quick: bool = False
+    """The `--quick` preset (also shrinks the L grid of fig6a and the timing of table3)."""
+
+
+BUDGETS = {
+    "quick": Budget(episodes=6, seeds=3, eval_episodes=1, quick=True),
+    "full": Budget(episodes=500, seeds=3, eval_episodes=5),
+}
+
+
+def _train_and_load(
+    scenario: ScenarioConfig,
+    agent: str,
+    seed: int,
+    episodes: int,
+    out: Path,
+    allocator: dict | None = None,
+):
+    from agents.t2drl import TrainConfig, load_policies, train
+
+    settings = TrainConfig(
+        agent=agent,
+        episodes=episodes,
+        seed=seed,
+        allocator=dict(allocator or {}),
+        checkpoint_every=10_000,
+    )
+    train(settings, scenario.replace(seed=seed), out)
+    return load_policies(out, scenario.replace(seed=seed))
+
+
+def _evaluate(
+    scenario: ScenarioConfig,
+    policy: str,
+    seed: int,
+    budget: Budget,
+    work: Path,
+    allocator: dict | None = None,
+) -> dict[str, float]:
+    from agents import make_policies
+    from testbed.runner import run
+
+    eval_config = scenario.replace(seed=seed + EVAL_SEED_OFFSET)
+    catalogue = build_catalogue(scenario.catalogue)
+    start = time.perf_counter()
+    if policy in ("t2drl", "ddpg-t2drl"):
+        caching, allocation = _train_and_load(
+            scenario, policy, seed, budget.episodes, work / f"{policy}_seed{seed}", allocator
+        )
+    else:
+        caching, allocation = make_policies(policy, eval_config, catalogue)
+    summary, _ = run(eval_config, caching, allocation, budget.eval_episodes, catalogue=catalogue)
+    return {
+        "utility": summary.utility,
+        "hit_ratio": summary.hit_ratio,
+        "violation_rate": summary.violation_rate,
+        "mean_slot_reward": summary.mean_slot_reward,
+        "decision_ms_per_slot": summary.decision_ms_per_slot,
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def summarise(rows: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    out = []
+    for key, group in rows.groupby(list(keys), sort=False):
+        entry = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        entry["seeds"] = len(group)
+        for metric in metrics:
+            entry[metric] = float(group[metric].mean())
+            entry[f"{metric}_ci95"] = confidence_halfwidth(group[metric].to_numpy())
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def _plot_lines(
+    summary: pd.DataFrame,
+    x: str,
+    metric: str,
+    group: str,
+    path: Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for name, part in summary.groupby(group, sort=False):
+        ax.errorbar(
+            part[x],
+            part[metric],
+            yerr=part[f"{metric}_ci95"],
+            marker="o",
+            capsize=3,
+            label=str(name),
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+SWEEP_POLICIES = ("t2drl", "ddpg-t2drl", "schrs", "rcars", "optimal")
+SWEEP_METRICS = (
+    "utility",
+    "hit_ratio",
+    "violation_rate",
+    "mean_slot_reward",
+    "decision_ms_per_slot",
+)
+
+
+def _sweep(
+    name: str,
+    key: str,
+    label: str,
+    values: Sequence[float],
+    budget: Budget,
+    out: Path,
+    configure: Callable[[float], ScenarioConfig],
+    log: Callable[[str], None],
+) -> None:
+    rows = []
+    for value in values:
+        scenario = configure(value)
+        for policy in SWEEP_POLICIES:
+            for seed in range(budget.seeds):
+                result = _evaluate(scenario, policy, seed, budget, out / "work" / f"{key}{value}")
+                rows.append({key: value, "policy": policy, "seed": seed, **result})
+                log(
+                    f"{name} {key}={value} {policy} seed {seed}: utility {result['utility']:.3f} "
+                    f"hit {result['hit_ratio']:.3f} ({result['wall_s']:.1f} s)"
+                )
+                pd.DataFrame(rows).to_csv(out / f"{name}.csv", index=False)
+    summary = summarise(pd.DataFrame(rows), [key, "policy"], SWEEP_METRICS)
+    summary.to_csv(out / f"{name}_summary.csv", index=False)
+    note = f"H={budget.episodes}, {budget.seeds} seeds, 95% CI"
+    _plot_lines(
+        summary,
+        key,
+        "hit_ratio",
+        "policy",
+        out / f"{name}a.png",
+        label,
+        "model hit ratio",
+        f"{name}a: hit ratio ({note})",
+    )
+    _plot_lines(
+        summary,
+        key,
+        "utility",
+        "policy",
+        out / f"{name}b.png",
+        label,
+        "utility, eq. (11) (lower is better)",
+        f"{name}b: utility ({note})",
+    )
+
+
+def fig7(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
+    base = ScenarioConfig()
+    _sweep(
+        "fig7",
+        "users",
+        "number of users U",
+        [10, 12, 14, 16, 18],
+        budget,
+        out,
+        lambda u: base.replace(**{"network.num_users": int(u)}),
+        log,
+    )
+
+
+def fig8(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
+    base = ScenarioConfig()
+    _sweep(
+        "fig8",
+        "capacity_gb",
+        "edge storage C (GB)",
+        [20, 22, 24, 26, 28, 30, 32],
+        budget,
+        out,
+        lambda c: base.replace(**{"catalogue.cache_capacity_gb": float(c)}),
+        log,
+    )
+
+
+def _curves(
+    name: str,
+    variants: dict[str, tuple[str, dict]],
+    budget: Budget,
+    out: Path,
+    log: Callable[[str], None],
+) -> pd.DataFrame:
+    """Train every variant on every seed; returns the stacked metrics.csv rows."""
+    from agents.t2drl import TrainConfig, train
+
+    frames = []
+    for label, (agent, allocator) in variants.items():
+        for seed in range(budget.seeds):
+            run_dir = out / "work" / f"{label}_seed{seed}"
+            settings = TrainConfig(
+                agent=agent,
+                episodes=budget.episodes,
+                seed=seed,
+                allocator=allocator,
+                checkpoint_every=10_000,
+            )
+            train(settings, ScenarioConfig().replace(seed=seed), run_dir)
+            metrics = pd.read_csv(run_dir / "metrics.csv")
+            metrics.insert(0, "variant", label)
+            metrics.insert(1, "seed", seed)
+            frames.append(metrics)
+            log(
+                f"{name} {label} seed {seed}: last mean slot reward "
+                f"{metrics['mean_slot_reward'].iloc[-1]:.3f}"
+            )
+            pd.concat(frames).to_csv(out / f"{name}.csv", index=False)
+    return pd.concat(frames)
+
+
+def _smoothed_last(metrics: pd.DataFrame, fraction: float = 0.1) -> float:
+    """The 'converged' reward: mean slot reward over the last 10% of episodes (>= 1)."""
+    tail = max(1, round(len(metrics) * fraction))
+    return float(metrics["mean_slot_reward"].iloc[-tail:].mean())
+
+
+def fig6a(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
+    steps = [1, 3, 5] if budget.quick else [1, 2, 3, 5, 8, 10]
+    variants = {f"L={s}": ("t2drl", {"denoising_steps": s}) for s in steps}
+    rows = _curves("fig6a", variants, budget, out, log)
+    converged = (
+        rows.groupby(["variant", "seed"], sort=False)
+        .apply(_smoothed_last, include_groups=False)
+        .rename("converged_reward")
+        .reset_index()
+    )
+    converged["L"] = converged["variant"].str.slice(2).astype(int)
+    summary = summarise(converged, ["L"], ["converged_reward"])
+    summary.to_csv(out / "fig6a_summary.csv", index=False)
+    summary["agent"] = "t2drl"
+    _plot_lines(
+        summary,
+        "L",
+        "converged_reward",
+        "agent",
+        out / "fig6a.png",
+        "denoising steps L of the actor",
+        "converged mean slot reward, eq. (23)",
+        f"fig6a (H={budget.episodes}, {budget.seeds} seeds, 95% CI)",
+    )
+
+
+def fig6b(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
+    variants = {"t2drl": ("t2drl", {}), "ddpg-t2drl": ("ddpg-t2drl", {})}
+    rows = _curves("fig6b", variants, budget, out, log)
+    summary = summarise(rows, ["variant", "episode"], ["mean_slot_reward", "episode_reward"])
+    summary.to_csv(out / "fig6b_summary.csv", index=False)
+    _plot_lines(
+        summary,
+        "episode",
+        "mean_slot_reward",
+        "variant",
+        out / "fig6b.png",
+        "episode",
+        "mean slot reward, eq. (23)",
+        f"fig6b (H={budget.episodes}, {budget.seeds} seeds, 95% CI)",
+    )
+
+
+def table3(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
+    """Decision time per slot vs U; the learned policies' time does not depend on training."""
+    from agents import make_policies
+    from agents.t2drl import LearnedAllocation, T2DRLAgents, TrainConfig
+    from testbed.simulator import Simulator, popular_cache
+
+    slots = 10 if budget.quick else 200
+    rows = []
+    for users in (10, 12, 14, 16, 18):
+        config = ScenarioConfig().replace(**{"network.num_users": users})
+        catalogue = build_catalogue(config.catalogue)
+        sim = Simulator(config, catalogue)
+        for seed in range(budget.seeds):
+            sim.reset(seed)
+            frame = sim.begin_frame()
+            cache = popular_cache(config, catalogue, frame.gamma)
+            samples = [sim.next_slot() for _ in range(min(slots, config.timing.slots_per_frame))]
+            policies = {
+                name: LearnedAllocation(
+                    T2DRLAgents(config, TrainConfig(agent=name, seed=seed)).allocator,
+                    config,
+                    catalogue,
+                    name,
+                )
+                for name in ("t2drl", "ddpg-t2drl")
+            }
+            policies.update(
+                {n: make_policies(n, config, catalogue)[1] for n in ("schrs", "optimal")}
+            )
+            for name, policy in policies.items():
+                policy.reset(np.random.SeedSequence([seed, 2]))
+                repeats = max(1, slots // len(samples))
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    for slot in samples:
+                        policy.allocate(slot, cache)
+                ms = (time.perf_counter() - start) / (repeats * len(samples)) * 1e3
+                rows.append(
+                    {"users": users, "policy": name, "seed": seed, "decision_ms_per_slot": ms}
+                )
+        log(f"table3 U={users} done")
+    frame_rows = pd.DataFrame(rows)
+    frame_rows.to_csv(out / "table3.csv", index=False)
+    summary = summarise(frame_rows, ["users", "policy"], ["decision_ms_per_slot"])
+    summary.to_csv(out / "table3_summary.csv", index=False)
+    wide = summary.pivot(index="policy", columns="users", values="decision_ms_per_slot")
+    lines = [
+        "| policy | " + " | ".join(f"U={u}" for u in wide.columns) + " |",
+        "|---" * (len(wide.columns) + 1) + "|",
+    ]
+    lines += [
+        f"| {p} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for p, row in wide.iterrows()
+    ]
+    (out / "table3.md").write_text("\n".join(lines) + "\n")
+    summary["label"] = summary["policy"]
+    _plot_lines(
+        summary,
+        "users",
+        "decision_ms_per_slot",
+        "label",
+        out / "table3.png",
+        "number of users U",
+        "decision time per slot (ms)",
+        "table3",
+    )
+
+
+EXPERIMENTS: dict[str, Callable[[Budget, Path, Callable[[str], None]], None]] = {
+    "fig6a": fig6a,
+    "fig6b": fig6b,
+    "fig7": fig7,
+    "fig8": fig8,
+    "table3": table3,
+}
+
+
+def run_experiment(
+    name: str,
+    out: Path,
+    quick: bool,
+    log: Callable[[str], None] = print,
+    seeds: int | None = None,
+    episodes: int | None = None,
+) -> Path:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
+    budget = BUDGETS["quick" if quick else "full"]
+    if seeds is not None or episodes is not None:
+        budget = Budget(
+            episodes=episodes or budget.episodes,
+            seeds=seeds or budget.seeds,
+            eval_episodes=budget.eval_episodes,
+            quick=budget.quick,
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    EXPERIMENTS[name](budget, out, log)
+    return out
