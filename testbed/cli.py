@@ -55,6 +55,13 @@ def _simulate(args: argparse.Namespace) -> int:
             return 2
         from agents.t2drl import load_policies
 
+        if not (Path(args.checkpoint) / "checkpoint" / "networks.safetensors").is_file():
+            print(
+                f"testbed: error: {args.checkpoint} holds no trained checkpoint "
+                "(expected checkpoint/networks.safetensors from `testbed train`)",
+                file=sys.stderr,
+            )
+            return 2
         caching, allocation = load_policies(args.checkpoint, config, catalogue)
     else:
         caching, allocation = make_policies(args.policy, config, catalogue)
@@ -102,6 +109,13 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.resume:
         out = Path(args.resume)
+        if not (out / "checkpoint" / "state.json").is_file():
+            print(
+                f"testbed: error: --resume {out}: no checkpoint to continue from "
+                "(expected checkpoint/state.json)",
+                file=sys.stderr,
+            )
+            return 2
         result = train(
             TrainConfig(episodes=args.episodes),
             ScenarioConfig(),

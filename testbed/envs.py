@@ -3,7 +3,8 @@
 * ``testbed/ResourceAllocation-v0``: one step per slot. Observation: the state of eq. (21)
   ``{h, phi, rho, d_in, d_op}`` (4U + M values), normalised into [0, 1] for learning; the
   raw values are in ``info["state"]``. Action: Box(2U) in [0, 1] holding the raw
-  (b~, xi~), amended by Sec. 6.2.2. Reward: eq. (23). The cache of each frame comes from
+  (b~, xi~), amended by Sec. 6.2.2 (``steps_amender="cap"``: steps rescaled only above L,
+  see docs/agents.md). Reward: eq. (23). The cache of each frame comes from
   a caching callable (default: the most popular models at gamma_1 under the capacity).
 * ``testbed/ModelCaching-v0``: one step per frame. Observation: gamma(t) of eq. (30).
   Action: Discrete(2^M), amended by Sec. 6.3.2. Reward: eq. (32). The K slots inside the
@@ -25,6 +26,7 @@ from gymnasium import spaces
 from testbed.config import BITS_PER_MB, ScenarioConfig
 from testbed.simulator import AllocationPolicy, Simulator, even_allocation, popular_cache
 from testbed.system_model import (
+    STEP_AMENDERS,
     SlotOutcome,
     amend_bandwidth,
     amend_cache,
@@ -91,8 +93,12 @@ class ResourceAllocationEnv(gym.Env):
         self,
         config: ScenarioConfig | None = None,
         caching: Callable[[FrameState], np.ndarray] | None = None,
+        steps_amender: str = "paper",
     ) -> None:
         self.config = config or ScenarioConfig()
+        if steps_amender not in STEP_AMENDERS:
+            raise ValueError(f"steps_amender = {steps_amender!r}: allowed {list(STEP_AMENDERS)}")
+        self.steps_amender = steps_amender
         self.sim = Simulator(self.config)
         gamma_1 = self.config.catalogue.popularity_states[0]
         static = popular_cache(self.config, self.sim.catalogue, gamma_1)
@@ -136,7 +142,8 @@ class ResourceAllocationEnv(gym.Env):
             raise ValueError(f"action shape {action.shape} != {self.action_space.shape}")
         u = self.sim.num_users
         b = amend_bandwidth(action[:u])
-        xi = amend_steps(action[u:], self.sim.served_at_edge(self._slot, self._cache))
+        served = self.sim.served_at_edge(self._slot, self._cache)
+        xi = amend_steps(action[u:], served, self.steps_amender)
         outcome = self.sim.evaluate(self._slot, self._cache, b, xi)
         self._steps += 1
         info: dict[str, Any] = {"b": b, "xi": xi, **outcome_info(outcome)}

@@ -77,3 +77,14 @@ def test_model_caching_episode_has_t_frames():
         *_, truncated, _ = env.step(0)
         frames += 1
     assert frames == 10
+
+
+def test_cap_steps_amender_leaves_steps_unused():
+    env = gym.make("testbed/ResourceAllocation-v0", steps_amender="cap").unwrapped
+    _, info = env.reset(seed=3)
+    served = info["state"]["cache"][info["state"]["services"]]
+    action = np.full(20, 0.01, dtype=np.float32)
+    _, _, _, _, nxt = env.step(action)
+    np.testing.assert_allclose(nxt["xi"], np.where(served, 0.01, 0.0))  # sum < 1 kept as is
+    with pytest.raises(ValueError, match="steps_amender"):
+        gym.make("testbed/ResourceAllocation-v0", steps_amender="half")

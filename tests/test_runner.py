@@ -189,3 +189,22 @@ def test_sigterm_keeps_rows_and_exits_130(tmp_path):
     df = pd.read_parquet(trace)
     assert len(df) > 0 and len(df) % 10 == 0  # whole slots of 10 users
     assert (df.groupby(["episode", "frame", "slot"]).size() == 10).all()
+
+
+def test_cli_learned_policy_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main(["simulate", "--policy", "t2drl", "--out", str(tmp_path / "a")]) == 2
+    assert "needs --checkpoint" in capsys.readouterr().err
+    code = main(
+        [
+            "simulate",
+            "--policy",
+            "t2drl",
+            "--checkpoint",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
+    assert code == 2 and "holds no trained checkpoint" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no checkpoint to continue from" in capsys.readouterr().err
