@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +45,22 @@ class Budget:
     """Evaluation episodes per run."""
     quick: bool = False
     """The `--quick` preset (also shrinks the L grid of fig6a and the timing of table3)."""
+    allocator: tuple[tuple[str, float], ...] = ()
+    """Overrides of the allocator's config (e.g. a shorter warm-up for short budgets)."""
+    caching: tuple[tuple[str, float], ...] = ()
+    """Overrides of the DDQN's config."""
 
 
 BUDGETS = {
-    "quick": Budget(episodes=6, seeds=3, eval_episodes=1, quick=True),
+    # 600 training slots: warm-ups short enough that both agents do learn
+    "quick": Budget(
+        episodes=6,
+        seeds=3,
+        eval_episodes=1,
+        quick=True,
+        allocator=(("warmup", 200),),
+        caching=(("warmup", 16), ("batch_size", 16)),
+    ),
     "full": Budget(episodes=500, seeds=3, eval_episodes=5),
 }
 
@@ -408,12 +420,7 @@ def run_experiment(
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
     budget = BUDGETS["quick" if quick else "full"]
     if seeds is not None or episodes is not None:
-        budget = Budget(
-            episodes=episodes or budget.episodes,
-            seeds=seeds or budget.seeds,
-            eval_episodes=budget.eval_episodes,
-            quick=budget.quick,
-        )
+        budget = replace(budget, episodes=episodes or budget.episodes, seeds=seeds or budget.seeds)
     out.mkdir(parents=True, exist_ok=True)
     EXPERIMENTS[name](budget, out, log)
     return out
