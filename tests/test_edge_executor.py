@@ -105,3 +105,15 @@ def test_metrics_of_a_perfect_and_a_flat_output(executor):
     assert ssim[0] == pytest.approx(1.0, abs=1e-4)
     # MSE of U(0,1) against 0.5 is 1/12: PSNR = 10 log10(12) ~ 10.8 dB
     assert psnr_db[1] == pytest.approx(10 * np.log10(12), abs=0.3)
+
+
+def test_models_load_once_and_unload(tiny_model_dir, requests):
+    executor = RePaintExecutor(device="cpu")
+    assert executor.loaded_models() == []
+    pipeline = executor.load(tiny_model_dir)
+    executor.inpaint(tiny_model_dir, requests[:1], 2)
+    assert executor.load(tiny_model_dir) is pipeline
+    assert executor.loaded_models() == [str(tiny_model_dir)]
+    executor.unload(tiny_model_dir)
+    assert executor.loaded_models() == []
+    assert executor.load(tiny_model_dir) is not pipeline
