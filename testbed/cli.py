@@ -91,7 +91,24 @@ def _compare(args: argparse.Namespace) -> int:
     config = _scenario(args)
     out = Path(args.out or f"runs/compare__seed{config.seed}__{int(time.time())}")
     seeds = range(config.seed, config.seed + args.seeds)
-    summary = write_comparison(config, args.policies, seeds, args.episodes, out, not args.quiet)
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or name not in LEARNED:
+            print(
+                f"testbed: error: --checkpoint {item!r}: expected NAME=RUN_DIR with NAME in "
+                f"{list(LEARNED)}",
+                file=sys.stderr,
+            )
+            return 2
+        checkpoints[name] = Path(path)
+    missing = [p for p in args.policies if p in LEARNED and p not in checkpoints]
+    if missing:
+        print(f"testbed: error: {missing} need --checkpoint NAME=RUN_DIR", file=sys.stderr)
+        return 2
+    summary = write_comparison(
+        config, args.policies, seeds, args.episodes, out, not args.quiet, checkpoints
+    )
     save_config(config, out / "config.toml")
     (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
     for row in summary.itertuples():
@@ -190,7 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="several policies on the same worlds over seeds")
     cmp_.add_argument(
-        "--policies", nargs="+", choices=sorted(POLICIES), default=["optimal", "schrs", "rcars"]
+        "--policies",
+        nargs="+",
+        choices=sorted(POLICIES) + list(LEARNED),
+        default=["optimal", "schrs", "rcars"],
+    )
+    cmp_.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=RUN_DIR",
+        help="a trained run for a learned policy, e.g. t2drl=runs/train_...",
     )
     cmp_.add_argument("--seeds", type=int, default=5, help="number of seeds (from --seed on)")
     cmp_.add_argument("--episodes", type=int, default=1, help="episodes per seed")

@@ -1,14 +1,15 @@
 """Compare policies on the same worlds over several seeds, with 95% confidence intervals.
 
 Every policy plays seeds ``seed0 .. seed0+n-1`` with the same episodes, hence the same
-users, channels and requests (the world depends on the seed only). Writes
+users, channels and requests (the world depends on the seed only). Trained T2DRL runs
+join with their checkpoints. Writes
 ``compare.csv`` (one row per policy and seed), ``compare_summary.csv`` (mean and 95% CI
 half-width per policy, Student t over seeds) and ``compare.png``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +37,27 @@ def compare_policies(
     seeds: Sequence[int],
     episodes: int,
     progress: bool = False,
+    checkpoints: Mapping[str, Path] | None = None,
 ) -> pd.DataFrame:
-    """One row per (policy, seed) with the run summary's metrics."""
+    """One row per (policy, seed) with the run summary's metrics.
+
+    A policy named in ``checkpoints`` (e.g. ``{"t2drl": run_dir}``) is a trained run of
+    ``testbed train``, evaluated with exploration off.
+    """
     from agents import make_policies
 
+    checkpoints = checkpoints or {}
     catalogue = build_catalogue(config.catalogue)
     rows = []
     for policy in policies:
         for seed in seeds:
             seeded = config.replace(seed=int(seed))
-            caching, allocation = make_policies(policy, seeded, catalogue)
+            if policy in checkpoints:
+                from agents.t2drl import load_policies
+
+                caching, allocation = load_policies(checkpoints[policy], seeded, catalogue)
+            else:
+                caching, allocation = make_policies(policy, seeded, catalogue)
             summary, _ = run(
                 seeded, caching, allocation, episodes, catalogue=catalogue, progress=progress
             )
@@ -106,9 +118,10 @@ def write_comparison(
     episodes: int,
     out: Path,
     progress: bool = False,
+    checkpoints: Mapping[str, Path] | None = None,
 ) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
-    results = compare_policies(config, policies, seeds, episodes, progress)
+    results = compare_policies(config, policies, seeds, episodes, progress, checkpoints)
     results.to_csv(out / "compare.csv", index=False)
     summary = summarise(results)
     summary.to_csv(out / "compare_summary.csv", index=False)

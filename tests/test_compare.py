@@ -21,3 +21,22 @@ def test_write_comparison(tmp_path):
     assert summary.loc[0, "utility"] == pytest.approx(rows["utility"].mean())
     assert summary.loc[0, "utility_ci95"] == pytest.approx(confidence_halfwidth(rows["utility"]))
     assert rows["utility"].nunique() == 3  # seeds give different worlds
+
+
+def test_compare_with_a_trained_checkpoint(tmp_path):
+    from agents.t2drl import TrainConfig, train
+
+    config = ScenarioConfig().replace(
+        **{"network.num_users": 4, "timing.num_frames": 2, "timing.slots_per_frame": 3}
+    )
+    train(TrainConfig(episodes=1), config, tmp_path / "run")
+    summary = write_comparison(
+        config,
+        ["t2drl", "rcars"],
+        [5, 6],
+        1,
+        tmp_path / "cmp",
+        checkpoints={"t2drl": tmp_path / "run"},
+    )
+    assert list(summary["policy"]) == ["t2drl", "rcars"] and (summary["seeds"] == 2).all()
+    assert summary.loc[0, "decision_ms_per_slot"] > summary.loc[1, "decision_ms_per_slot"]
