@@ -174,6 +174,17 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curves(args: argparse.Namespace) -> int:
+    from testbed.experiments import plot_training_curves
+
+    curves = plot_training_curves(
+        [Path(r) for r in args.runs], Path(args.out), args.metric, args.window
+    )
+    curves.to_csv(Path(args.out).with_suffix(".csv"), index_label="episode")
+    print(f"-> {args.out}")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     config = _scenario(args)
     if args.out:
@@ -261,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", default=None)
     exp.add_argument("--quiet", action="store_true")
     exp.set_defaults(handler=_experiment)
+
+    crv = sub.add_parser("curves", help="overlay the training curves of `testbed train` runs")
+    crv.add_argument("runs", nargs="+", help="run folders of `testbed train`")
+    crv.add_argument("--metric", default="mean_slot_reward")
+    crv.add_argument("--window", type=int, default=10, help="moving-average window (episodes)")
+    crv.add_argument("--out", default="curves.png")
+    crv.set_defaults(handler=_curves)
 
     cfg = sub.add_parser("config", help="print or write the scenario (defaults: Table 2)")
     cfg.add_argument("--config", default=None, help="scenario TOML to start from")

@@ -424,3 +424,34 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     EXPERIMENTS[name](budget, out, log)
     return out
+
+
+def plot_training_curves(
+    run_dirs: Sequence[Path], path: Path, metric: str = "mean_slot_reward", window: int = 10
+) -> pd.DataFrame:
+    """Overlay the ``metrics.csv`` curves of training runs (moving average over ``window``).
+
+    Returns the plotted (smoothed) curves, one column per run.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {}
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for run_dir in run_dirs:
+        metrics = pd.read_csv(Path(run_dir) / "metrics.csv")
+        if metric not in metrics:
+            raise ValueError(f"{run_dir}/metrics.csv has no column {metric!r}")
+        smooth = metrics[metric].rolling(window, min_periods=1).mean()
+        curves[Path(run_dir).name] = smooth.to_numpy()
+        ax.plot(metrics["episode"], smooth, label=Path(run_dir).name)
+    ax.set_xlabel("episode")
+    ax.set_ylabel(f"{metric} (moving average, {window} episodes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return pd.DataFrame({k: pd.Series(v) for k, v in curves.items()})

@@ -132,6 +132,13 @@ def test_seeded_training_reproduces_exactly(tmp_path):
     pd.testing.assert_frame_equal(a, b)
     assert a["critic_loss"].notna().sum() >= 2  # updates happened
 
+    from testbed.experiments import plot_training_curves
+
+    curves = plot_training_curves([tmp_path / "a", tmp_path / "b"], tmp_path / "c.png", window=2)
+    np.testing.assert_allclose(curves["a"], curves["b"])
+    expected = a["mean_slot_reward"].rolling(2, min_periods=1).mean()
+    np.testing.assert_allclose(curves["a"], expected)
+
 
 def test_resume_continues_an_interrupted_run_exactly(tmp_path):
     _train(tmp_path, "whole")
