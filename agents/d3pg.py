@@ -56,6 +56,8 @@ class D3PGConfig(ActorCriticConfig):
     """How x^0 maps into [0, 1]: `tanh` ((tanh(x) + 1) / 2) or `clip` ((clip(x) + 1) / 2)."""
     action_noise_std: float = 0.0
     """Extra Gaussian action noise; 0 because the reverse process itself explores."""
+    exploration_scale: float = 1.0
+    """Std of x^L and multiplier of the noise of eq. (20) in training (1: the DDPM's own)."""
 
 
 class DiffusionActor(nn.Module):
@@ -70,6 +72,7 @@ class DiffusionActor(nn.Module):
             raise ValueError(f"action_map = {config.action_map!r}: allowed ['tanh', 'clip']")
         self.action_map = config.action_map
         self.embedding_dim = config.step_embedding_dim
+        self.exploration_scale = config.exploration_scale
         betas = beta_schedule(config.denoising_steps, config.beta_min, config.beta_max)
         alphas = 1.0 - betas
         alpha_bar = np.cumprod(alphas)  # eq. (16)
@@ -101,7 +104,7 @@ class DiffusionActor(nn.Module):
         """x^0 in [-1, 1] from x^L (Algorithm 1, lines 13-26)."""
         batch = state.shape[0]
         if explore:
-            x = torch.randn(batch, self.action_dim, generator=generator)
+            x = self.exploration_scale * torch.randn(batch, self.action_dim, generator=generator)
         else:
             x = torch.zeros(batch, self.action_dim)
         for step in range(self.steps, 0, -1):
@@ -113,7 +116,7 @@ class DiffusionActor(nn.Module):
             mean = self.coef_x0[i] * x0 + self.coef_xl[i] * x  # eqs. (18)-(19)
             if explore and step > 1:
                 noise = torch.randn(batch, self.action_dim, generator=generator)
-                x = mean + self.posterior_std[i] * noise  # eq. (20)
+                x = mean + self.exploration_scale * self.posterior_std[i] * noise  # eq. (20)
             else:
                 x = mean
         return x

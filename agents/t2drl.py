@@ -60,8 +60,14 @@ METRIC_COLUMNS = (
     "actor_loss",
     "q_loss",
     "epsilon",
+    "eval_mean_slot_reward",
+    "eval_utility",
+    "eval_hit_ratio",
     "wall_s",
 )
+EVAL_COLUMNS = ("eval_mean_slot_reward", "eval_utility", "eval_hit_ratio")
+EVAL_SEED_OFFSET = 1000
+"""Evaluation during training plays episode 0 of run seed ``seed + 1000``: never trained on."""
 _TRAIN_ROLE = 7  # seeds training worlds apart from evaluation worlds (runner: [seed, episode])
 
 
@@ -81,6 +87,8 @@ class TrainConfig:
     """torch CPU threads (small networks: one thread is fastest)."""
     checkpoint_every: int = 10
     """Episodes between checkpoints (and always at the end)."""
+    eval_every: int = 5
+    """Episodes between deterministic evaluations (exploration off) on a fixed episode."""
     steps_amender: str = ""
     """`paper` (Sec. 6.2.2: all L steps always spent), `cap` (rescaled only above L), or
     empty for the preset's choice: `cap` in `default`, `paper` in `paper`."""
@@ -365,6 +373,23 @@ class _Trainer:
             "epsilon": cacher.epsilon,
         }
 
+    def evaluate(self) -> dict[str, float]:
+        """The current agents with exploration off, on one fixed unseen episode."""
+        from testbed.runner import run
+
+        name = self.train.agent
+        caching = LearnedCaching(self.agents.caching, self.sim.num_models, name)
+        allocation = LearnedAllocation(
+            self.agents.allocator, self.scenario, self.sim.catalogue, name, self.amender
+        )
+        eval_config = self.scenario.replace(seed=self.train.seed + EVAL_SEED_OFFSET)
+        summary, _ = run(eval_config, caching, allocation, 1, catalogue=self.sim.catalogue)
+        return {
+            "eval_mean_slot_reward": summary.mean_slot_reward,
+            "eval_utility": summary.utility,
+            "eval_hit_ratio": summary.hit_ratio,
+        }
+
     def save(self) -> None:
         ckpt = self.out / "checkpoint"
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -443,6 +468,8 @@ def train(
     try:
         while trainer.episode < train_config.episodes:
             row = trainer.play_episode()
+            evaluated = trainer.episode % train_config.eval_every == 0
+            row.update(trainer.evaluate() if evaluated else dict.fromkeys(EVAL_COLUMNS, np.nan))
             row = {"episode": trainer.episode - 1, **row, "wall_s": time.perf_counter() - start}
             with open(metrics_path, "a", newline="") as fh:
                 csv.writer(fh).writerow([row[c] for c in METRIC_COLUMNS])
@@ -475,6 +502,9 @@ def _log(writer: Any, row: dict[str, float]) -> None:
     for key in ("critic_loss", "actor_loss", "q_loss"):
         if np.isfinite(row[key]):
             writer.add_scalar(f"losses/{key}", row[key], step)
+    for key in EVAL_COLUMNS:
+        if np.isfinite(row[key]):
+            writer.add_scalar(f"eval/{key.removeprefix('eval_')}", row[key], step)
 
 
 def _truncate_metrics(path: Path, episodes: int) -> None:
