@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from testbed.config import ModelCatalogue, ScenarioConfig
-from testbed.system_model import RadioParams, amend_bandwidth, channel_gain, evaluate_slot
+from testbed.simulator import score_slot
+from testbed.system_model import RadioParams, amend_bandwidth
 from ue_emulator.world import FrameState, SlotState, World
 
 _LN2 = np.log(2.0)
@@ -350,9 +351,9 @@ class OptimalAllocation:
     scenario, where 3 of the 10 models gain and we saw at most 11 such users at U = 18.
     Beyond that it is the exact optimum over integer step counts, re-balanced over the
     reals, and ``steps_gap`` bounds its distance to the real optimum. The objective is the
-    uncapped sum_u G_u; :func:`evaluate_slot` caps each delay at ``delay_cap_s``, which
-    changes it only for a user whose optimal delay exceeds the cap (the default scenario's
-    largest was 94 s against the 200 s cap). The penalty chi of eq. (23) is not part of the
+    uncapped sum_u G_u; :func:`evaluate_slot` caps the uplink delay at ``delay_cap_s``,
+    which the optimum never reaches (its uplink delays are seconds: every user gets a
+    positive share). The penalty chi of eq. (23) is not part of the
     objective, so this is the optimum of (12) without (11h), not of the reward.
     """
 
@@ -385,16 +386,7 @@ class OptimalAllocation:
         """Both parts; pass ``bandwidth`` from :meth:`bandwidth` to reuse it across caches."""
         b = self.bandwidth(slot) if bandwidth is None else bandwidth
         xi, gap = self.steps(slot, cache)
-        outcome = evaluate_slot(
-            self.radio,
-            self.catalogue,
-            cache,
-            slot.services,
-            slot.channel_gain,
-            slot.input_bits,
-            b,
-            xi,
-        )
+        outcome = score_slot(self.radio, self.catalogue, slot, cache, b, xi)
         return AllocationSolution(
             b=b,
             xi=xi,
@@ -427,29 +419,11 @@ def sample_slots(
     """
     world = World(config)
     rng = np.random.default_rng(seed)
-    gamma = float(world.popularity_states[popularity_index])
-    users = world.num_users
+    streams = {name: rng for name in ("placement", "fading", "requests", "inputs")}
     slots = []
     for k in range(count):
         location = int(rng.choice(len(world.location.initial), p=world.location.initial))
-        positions = world.placements[location].sample(rng, users)
-        distance_m = np.hypot(positions[:, 0], positions[:, 1])
-        fading = world.fading.sample(rng, users)
-        slots.append(
-            SlotState(
-                frame=0,
-                slot=k,
-                popularity_index=popularity_index,
-                gamma=gamma,
-                location_state=location,
-                positions_m=positions,
-                distance_m=distance_m,
-                fading_power=fading,
-                channel_gain=channel_gain(distance_m / 1000.0, fading),  # eq. (3) takes km
-                services=world.requests.sample(rng, users, gamma),
-                input_bits=world.inputs.sample(rng, users),
-            )
-        )
+        slots.append(world.draw_slot(streams, 0, k, popularity_index, location))
     return slots
 
 

@@ -24,8 +24,8 @@ from collections.abc import Callable
 import numpy as np
 
 from testbed.config import ModelCatalogue, ScenarioConfig
-from testbed.simulator import popular_cache
-from testbed.system_model import RadioParams, amend_bandwidth, amend_steps, evaluate_slot
+from testbed.simulator import popular_cache, score_slot
+from testbed.system_model import RadioParams, amend_bandwidth, amend_steps
 from ue_emulator.world import FrameState, SlotState
 
 
@@ -138,15 +138,7 @@ class GeneticAllocation:
             return amend_bandwidth(genes[..., :users]), amend_steps(genes[..., users:], served)
 
         def cost(genes: np.ndarray) -> np.ndarray:  # -r of eq. (23), lower is better
-            outcome = evaluate_slot(
-                self.radio,
-                self.catalogue,
-                cache,
-                slot.services,
-                slot.channel_gain,
-                slot.input_bits,
-                *amend(genes),
-            )
+            outcome = score_slot(self.radio, self.catalogue, slot, cache, *amend(genes))
             return -outcome.reward
 
         genes = self.rng.random((self.population, 2 * users))

@@ -93,6 +93,27 @@ def popular_cache(config: ScenarioConfig, catalogue: ModelCatalogue, gamma: floa
     return greedy_cache(pmf, catalogue.size_gb, config.catalogue.cache_capacity_gb)
 
 
+def score_slot(
+    radio: RadioParams,
+    catalogue: ModelCatalogue,
+    slot: SlotState,
+    cache: np.ndarray,
+    bandwidth_share: np.ndarray,
+    step_share: np.ndarray,
+) -> SlotOutcome:
+    """:func:`evaluate_slot` on a slot of the world (shares may carry a batch axis)."""
+    return evaluate_slot(
+        radio,
+        catalogue,
+        cache,
+        slot.services,
+        slot.channel_gain,
+        slot.input_bits,
+        bandwidth_share,
+        step_share,
+    )
+
+
 class Simulator:
     """Frames and slots of one scenario; evaluates what the policies decide."""
 
@@ -135,13 +156,4 @@ class Simulator:
         bandwidth_share: np.ndarray,
         step_share: np.ndarray,
     ) -> SlotOutcome:
-        return evaluate_slot(
-            self.radio,
-            self.catalogue,
-            cache,
-            slot.services,
-            slot.channel_gain,
-            slot.input_bits,
-            bandwidth_share,
-            step_share,
-        )
+        return score_slot(self.radio, self.catalogue, slot, cache, bandwidth_share, step_share)

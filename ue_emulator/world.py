@@ -26,6 +26,7 @@ requests whatever the policies decide, in the simulator and in the live loop ali
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -241,23 +242,37 @@ class World:
         rng_loc = self._rngs["location"]
         loc = self.location.reset(rng_loc) if first else self.location.step(rng_loc)
         self.slot += 1
-        positions = self.placements[loc].sample(self._rngs["placement"], self.num_users)
+        return self.draw_slot(self._rngs, self.frame, self.slot, self.popularity.state, loc)
+
+    def draw_slot(
+        self,
+        rngs: Mapping[str, np.random.Generator],
+        frame: int,
+        slot: int,
+        popularity_index: int,
+        location_state: int,
+    ) -> SlotState:
+        """Positions, fading, requests and input sizes of one slot in the given states.
+
+        ``rngs`` maps the streams ``placement``, ``fading``, ``requests`` and ``inputs`` to
+        generators (one generator may serve all of them).
+        """
+        positions = self.placements[location_state].sample(rngs["placement"], self.num_users)
         distance_m = np.hypot(positions[:, 0], positions[:, 1])
-        fading = self.fading.sample(self._rngs["fading"], self.num_users)
-        index = self.popularity.state
-        gamma = float(self.popularity_states[index])
+        fading = self.fading.sample(rngs["fading"], self.num_users)
+        gamma = float(self.popularity_states[popularity_index])
         return SlotState(
-            frame=self.frame,
-            slot=self.slot,
-            popularity_index=index,
+            frame=frame,
+            slot=slot,
+            popularity_index=popularity_index,
             gamma=gamma,
-            location_state=loc,
+            location_state=location_state,
             positions_m=positions,
             distance_m=distance_m,
             fading_power=fading,
             channel_gain=channel_gain(distance_m / 1000.0, fading),  # eq. (3) takes km
-            services=self.requests.sample(self._rngs["requests"], self.num_users, gamma),
-            input_bits=self.inputs.sample(self._rngs["inputs"], self.num_users),
+            services=self.requests.sample(rngs["requests"], self.num_users, gamma),
+            input_bits=self.inputs.sample(rngs["inputs"], self.num_users),
         )
 
 
