@@ -45,6 +45,8 @@ class Budget:
     """Evaluation episodes per run."""
     quick: bool = False
     """The `--quick` preset (also shrinks the L grid of fig6a and the timing of table3)."""
+    eval_every: int = 5
+    """Episodes between the deterministic evaluations during training."""
     allocator: tuple[tuple[str, float], ...] = ()
     """Overrides of the allocator's config (e.g. a shorter warm-up for short budgets)."""
     caching: tuple[tuple[str, float], ...] = ()
@@ -52,9 +54,10 @@ class Budget:
 
 
 BUDGETS = {
-    # 600 training slots: warm-ups short enough that both agents do learn
+    # 400 training slots: warm-ups short enough that both agents do learn
     "quick": Budget(
-        episodes=6,
+        eval_every=1,
+        episodes=4,
         seeds=3,
         eval_episodes=1,
         quick=True,
@@ -65,34 +68,24 @@ BUDGETS = {
 }
 
 
-def _train_and_load(
-    scenario: ScenarioConfig,
-    agent: str,
-    seed: int,
-    episodes: int,
-    out: Path,
-    allocator: dict | None = None,
-):
+def _train_and_load(scenario: ScenarioConfig, agent: str, seed: int, budget: Budget, out: Path):
     from agents.t2drl import TrainConfig, load_policies, train
 
     settings = TrainConfig(
         agent=agent,
-        episodes=episodes,
+        episodes=budget.episodes,
         seed=seed,
-        allocator=dict(allocator or {}),
+        allocator=dict(budget.allocator),
+        caching=dict(budget.caching),
         checkpoint_every=10_000,
+        eval_every=budget.episodes,  # the sweeps evaluate afterwards, on their own episodes
     )
     train(settings, scenario.replace(seed=seed), out)
     return load_policies(out, scenario.replace(seed=seed))
 
 
 def _evaluate(
-    scenario: ScenarioConfig,
-    policy: str,
-    seed: int,
-    budget: Budget,
-    work: Path,
-    allocator: dict | None = None,
+    scenario: ScenarioConfig, policy: str, seed: int, budget: Budget, work: Path
 ) -> dict[str, float]:
     from agents import make_policies
     from testbed.runner import run
@@ -101,9 +94,8 @@ def _evaluate(
     catalogue = build_catalogue(scenario.catalogue)
     start = time.perf_counter()
     if policy in ("t2drl", "ddpg-t2drl"):
-        caching, allocation = _train_and_load(
-            scenario, policy, seed, budget.episodes, work / f"{policy}_seed{seed}", allocator
-        )
+        run_dir = work / f"{policy}_seed{seed}"
+        caching, allocation = _train_and_load(scenario, policy, seed, budget, run_dir)
     else:
         caching, allocation = make_policies(policy, eval_config, catalogue)
     summary, _ = run(eval_config, caching, allocation, budget.eval_episodes, catalogue=catalogue)
@@ -267,8 +259,10 @@ def _curves(
                 agent=agent,
                 episodes=budget.episodes,
                 seed=seed,
-                allocator=allocator,
+                allocator={**dict(budget.allocator), **allocator},
+                caching=dict(budget.caching),
                 checkpoint_every=10_000,
+                eval_every=budget.eval_every,
             )
             train(settings, ScenarioConfig().replace(seed=seed), run_dir)
             metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -284,9 +278,11 @@ def _curves(
 
 
 def _smoothed_last(metrics: pd.DataFrame, fraction: float = 0.1) -> float:
-    """The 'converged' reward: mean slot reward over the last 10% of episodes (>= 1)."""
-    tail = max(1, round(len(metrics) * fraction))
-    return float(metrics["mean_slot_reward"].iloc[-tail:].mean())
+    """The 'converged' reward: the deterministic evaluations (exploration off) over the last
+    10% of training (at least the last one)."""
+    evals = metrics.dropna(subset=["eval_mean_slot_reward"])
+    tail = max(1, round(len(evals) * fraction))
+    return float(evals["eval_mean_slot_reward"].iloc[-tail:].mean())
 
 
 def fig6a(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
@@ -320,6 +316,19 @@ def fig6b(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
     rows = _curves("fig6b", variants, budget, out, log)
     summary = summarise(rows, ["variant", "episode"], ["mean_slot_reward", "episode_reward"])
     summary.to_csv(out / "fig6b_summary.csv", index=False)
+    evals = rows.dropna(subset=["eval_mean_slot_reward"])
+    eval_summary = summarise(evals, ["variant", "episode"], ["eval_mean_slot_reward"])
+    eval_summary.to_csv(out / "fig6b_eval_summary.csv", index=False)
+    _plot_lines(
+        eval_summary,
+        "episode",
+        "eval_mean_slot_reward",
+        "variant",
+        out / "fig6b_eval.png",
+        "episode",
+        "mean slot reward, exploration off",
+        f"fig6b, evaluation on an unseen episode (H={budget.episodes}, {budget.seeds} seeds)",
+    )
     _plot_lines(
         summary,
         "episode",
