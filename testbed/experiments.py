@@ -453,11 +453,12 @@ def plot_training_curves(
         metrics = pd.read_csv(Path(run_dir) / "metrics.csv")
         if metric not in metrics:
             raise ValueError(f"{run_dir}/metrics.csv has no column {metric!r}")
+        metrics = metrics.dropna(subset=[metric])  # eval_* columns: every eval_every episodes
         smooth = metrics[metric].rolling(window, min_periods=1).mean()
         curves[Path(run_dir).name] = smooth.to_numpy()
         ax.plot(metrics["episode"], smooth, label=Path(run_dir).name)
     ax.set_xlabel("episode")
-    ax.set_ylabel(f"{metric} (moving average, {window} episodes)")
+    ax.set_ylabel(f"{metric} (moving average of {window})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
