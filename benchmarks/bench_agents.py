@@ -35,6 +35,8 @@ def decision_ms(agent: str, users: int, slots: int = 200, repeats: int = 5) -> f
     frame = sim.begin_frame()
     cache = popular_cache(config, catalogue, frame.gamma)
     slot = sim.next_slot()
+    for _ in range(20):  # warm-up: first calls pay for allocator and kernel set-up
+        policy.allocate(slot, cache)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
