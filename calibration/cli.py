@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also measure the PSNR of every model on every source",
     )
     calibrate.add_argument("--mismatch-steps", type=int, default=MISMATCH_STEPS)
+    calibrate.add_argument(
+        "--measurements", type=Path, help="refit this measurements.csv instead of sweeping"
+    )
     calibrate.add_argument("--out", type=Path, required=True, help="output folder")
     calibrate.set_defaults(func=_calibrate)
 
@@ -76,26 +79,34 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = args.models.split(",") if args.models else zoo_names()
-    if not models:
-        print("no model to calibrate: train the zoo first (`testbed zoo train`)")
-        return 1
     executor = RePaintExecutor(
         device=args.device, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample
     )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     start_s = time.perf_counter()
-    frames = [
-        sweep_model(
-            executor, model, args.steps, args.images, args.seed, args.batch, source=args.source
-        )
-        for model in models
-    ]
-    measurements = pd.concat(frames, ignore_index=True)
-    measurements.to_csv(out / "measurements.csv", index=False)
-    profiles = [fit_model(measurements, model_label(model)) for model in models]
-    write_profile(out / "profile.toml", profiles, executor.device.type)
+    if args.measurements:
+        measurements = pd.read_csv(args.measurements)
+        labels = args.models.split(",") if args.models else list(measurements["model"].unique())
+        models = labels
+        device = str(measurements["device"].iloc[0])
+    else:
+        models = args.models.split(",") if args.models else zoo_names()
+        if not models:
+            print("no model to calibrate: train the zoo first (`testbed zoo train`)")
+            return 1
+        frames = [
+            sweep_model(
+                executor, model, args.steps, args.images, args.seed, args.batch, source=args.source
+            )
+            for model in models
+        ]
+        measurements = pd.concat(frames, ignore_index=True)
+        measurements.to_csv(out / "measurements.csv", index=False)
+        labels = [model_label(model) for model in models]
+        device = executor.device.type
+    profiles = [fit_model(measurements, label) for label in labels]
+    write_profile(out / "profile.toml", profiles, device)
     for profile in profiles:
         plot_model(measurements, profile, out / f"fig3_{profile.name}.png")
         q, b = profile.quality, profile.latency
@@ -104,7 +115,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             f"{profile.name}: A1={q.a1:.3g} A2={q.a2:.4g} A3={q.a3:.3g} A4={q.a4:.4g} "
             f"R2={q.r2:.3f} | B1={b.b1:.4g} s/step B2={b.b2:.4g} s R2={b.r2:.4f}{clamp_note}"
         )
-    print(f"sweep + fit: {time.perf_counter() - start_s:.0f} s on {executor.device.type}")
+    print(f"sweep + fit: {time.perf_counter() - start_s:.0f} s on {device}")
     if args.mismatch:
         from edge_node.sources import SOURCE_LOADERS
 

@@ -8,11 +8,14 @@ enter linearly, so they are solved exactly by least squares and the best pair wi
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 BREAKPOINT_GRID_POINTS = 161
+SUBDIVISIONS = 8
+"""Extra breakpoint candidates between consecutive measured step counts (finer where dense)."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,20 @@ def fit_quality(
 ) -> QualityFit:
     """Least-squares fit of eq. (7), searching A1 and A3 over a grid of candidate steps.
 
-    Candidates are the measured step counts plus an even grid from 0 to the largest step;
-    A1 >= 0 and A1 < A3 by construction.
+    Candidates: an even grid from 0 to the largest step, plus the measured step counts and
+    `SUBDIVISIONS` points between each consecutive pair of them (small models change within a
+    few steps, where grids are dense). A1 >= 0 and A1 < A3 by construction.
     """
     steps = np.asarray(steps, dtype=float)
     tv = np.asarray(tv, dtype=float)
     if steps.shape != tv.shape or steps.size < 3:
         raise ValueError("need at least 3 (steps, tv) points of equal shape")
-    candidates = np.unique(np.concatenate([steps, np.linspace(0.0, steps.max(), grid_points)]))
+    measured = np.unique(steps)
+    between = [
+        np.linspace(low, high, SUBDIVISIONS + 1) for low, high in itertools.pairwise(measured)
+    ]
+    even = np.linspace(0.0, steps.max(), grid_points)
+    candidates = np.unique(np.concatenate([even, measured, *between]))
     candidates = candidates[candidates >= 0.0]
     best: tuple[float, float, float, float, float] | None = None
     for i, a1 in enumerate(candidates[:-1]):
