@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,7 +73,6 @@ def test_r_squared():
 
 
 def test_profile_toml_loads_with_floats_in_zoo_order():
-    pytest.importorskip("matplotlib")
     from calibration.fit import LatencyFit, QualityFit
     from calibration.sweep import ModelProfile, profile_toml
 
@@ -94,3 +94,18 @@ def test_profile_toml_loads_with_floats_in_zoo_order():
         keys = ("A1", "A2", "A3", "A4", "B1", "B2", "r2_tv", "r2_latency")
         assert all(isinstance(model[key], float) for key in keys)
     assert loaded["model"][1]["B2"] == 0.0
+
+
+def test_committed_cpu_profile_loads_in_the_simulator_config():
+    from edge_node.zoo import zoo_names
+    from testbed.config import load_profile
+
+    path = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / "cpu_zoo.toml"
+    models = load_profile(path)
+    assert [m["name"] for m in models] == zoo_names()
+    assert tomllib.loads(path.read_text())["meta"]["device"] == "cpu"
+    for model in models:
+        assert 0.0 <= model["A1"] < model["A3"] < 10.0  # 32x32 models settle within a few steps
+        assert model["A2"] > 2.0 * model["A4"]  # 1-step fills are noisy, settled ones smooth
+        assert 0.005 < model["B1"] < 0.05  # s per UNet call of a 1.06 M-parameter UNet on 1 core
+        assert model["r2_tv"] > 0.8 and model["r2_latency"] > 0.9

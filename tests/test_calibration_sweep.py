@@ -57,18 +57,3 @@ def test_calibrate_writes_measurements_profile_and_figure(tmp_path: Path):
     )
     assert refit.func(refit) == 0
     assert tomllib.loads((refit_dir / "profile.toml").read_text())["model"] == profile["model"]
-
-
-def test_committed_cpu_profile_loads_in_the_simulator_config():
-    from edge_node.zoo import zoo_names
-    from testbed.config import load_profile
-
-    path = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / "cpu_zoo.toml"
-    models = load_profile(path)
-    assert [m["name"] for m in models] == zoo_names()
-    assert tomllib.loads(path.read_text())["meta"]["device"] == "cpu"
-    for model in models:
-        assert 0.0 <= model["A1"] < model["A3"] < 10.0  # 32x32 models settle within a few steps
-        assert model["A2"] > 2.0 * model["A4"]  # 1-step fills are noisy, settled ones smooth
-        assert 0.005 < model["B1"] < 0.05  # s per UNet call of a 1.06 M-parameter UNet on 1 core
-        assert model["r2_tv"] > 0.8 and model["r2_latency"] > 0.9
