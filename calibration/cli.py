@@ -2,7 +2,7 @@
 write measurements.csv, profile.toml, one Fig. 3-style PNG per model, and optionally the
 mismatch matrix. Handlers import torch lazily.
 
-Hook: `register(subparsers)` adds the `calibrate` command; it sets `func`, a callable taking
+Hook: `register(subparsers)` adds the `calibrate` command; it sets `handler`, a callable taking
 the parsed `argparse.Namespace` and returning an exit code.
 """
 
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--measurements", type=Path, help="refit this measurements.csv instead of sweeping"
     )
     calibrate.add_argument("--out", type=Path, required=True, help="output folder")
-    calibrate.set_defaults(func=_calibrate)
+    calibrate.set_defaults(handler=_calibrate)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m calibration.cli")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`testbed zoo ...`: train and list the model zoo. Handlers import torch lazily, so importing
 this module (and building the `testbed` parser) stays torch-free.
 
-Hook: `register(subparsers)` adds the `zoo` command; each leaf parser sets `func`, a callable
+Hook: `register(subparsers)` adds the `zoo` command; each leaf parser sets `handler`, a callable
 taking the parsed `argparse.Namespace` and returning an exit code.
 """
 
@@ -38,10 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--eval-images", type=int, default=HELDOUT_IMAGES, help="held-out requests for PSNR"
     )
-    train.set_defaults(func=_train)
+    train.set_defaults(handler=_train)
 
     listing = zoo_commands.add_parser("list", help="print the zoo manifest as a table")
-    listing.set_defaults(func=_list)
+    listing.set_defaults(handler=_list)
 
     evaluate = zoo_commands.add_parser(
         "evaluate", help="measure held-out PSNR of zoo models and store it in the manifest"
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--source", help="evaluate only this model (default: all trained)")
     evaluate.add_argument("--images", type=int, default=HELDOUT_IMAGES)
     evaluate.add_argument("--device", help="cuda or cpu (default: cuda when present)")
-    evaluate.set_defaults(func=_evaluate)
+    evaluate.set_defaults(handler=_evaluate)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edge_node.cli")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def test_calibrate_writes_measurements_profile_and_figure(tmp_path: Path):
             "--out", str(tmp_path),
         ]
     )  # fmt: skip
-    assert args.func(args) == 0
+    assert args.handler(args) == 0
     measurements = pd.read_csv(tmp_path / "measurements.csv")
     assert tuple(measurements.columns) == MEASUREMENT_COLUMNS
     assert len(measurements) == 5 * 2
@@ -55,5 +55,5 @@ def test_calibrate_writes_measurements_profile_and_figure(tmp_path: Path):
     refit = parse(
         ["calibrate", "--measurements", str(tmp_path / "measurements.csv"), "--out", str(refit_dir)]
     )
-    assert refit.func(refit) == 0
+    assert refit.handler(refit) == 0
     assert tomllib.loads((refit_dir / "profile.toml").read_text())["model"] == profile["model"]

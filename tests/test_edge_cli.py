@@ -38,7 +38,7 @@ def test_train_writes_model_and_manifest_then_list_prints_it(tmp_path: Path, cap
     args = parse(
         [*zoo, "train", "--source", "text", "--steps", "3", "--seed", "4", "--eval-images", "2"]
     )
-    assert args.func(args) == 0
+    assert args.handler(args) == 0
     (entry,) = json.loads((tmp_path / "manifest.json").read_text())["models"]
     assert entry["name"] == "text" and entry["training_steps"] == 3
     assert entry["seed"] == 4 + 3  # text is model 3 of the zoo (0-based)
@@ -48,7 +48,7 @@ def test_train_writes_model_and_manifest_then_list_prints_it(tmp_path: Path, cap
     assert 5.0 < entry["heldout_psnr_db"] < 60.0
     capsys.readouterr()
     args = parse([*zoo, "list"])
-    assert args.func(args) == 0
+    assert args.handler(args) == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.split()[:2] == ["name", "params"]
     assert row.split()[:3] == ["text", "1,063,651", "3"]
@@ -56,5 +56,15 @@ def test_train_writes_model_and_manifest_then_list_prints_it(tmp_path: Path, cap
 
 def test_list_of_an_empty_zoo_fails(tmp_path: Path, capsys):
     args = parse(["zoo", "--zoo-dir", str(tmp_path), "list"])
-    assert args.func(args) == 1
+    assert args.handler(args) == 1
     assert "zoo train" in capsys.readouterr().out
+
+
+def test_testbed_cli_dispatches_the_zoo_and_calibrate_commands(capsys):
+    from testbed.cli import main
+
+    assert main(["zoo", "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("brick ")
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    assert "--measurements" in capsys.readouterr().out
