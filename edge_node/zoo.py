@@ -103,8 +103,14 @@ def train_model(config: TrainConfig, out_dir: Path, progress: bool = True) -> Zo
 
     if config.max_steps is None and config.max_minutes is None:
         raise ValueError("give max_steps or max_minutes")
-    torch.manual_seed(config.seed)  # weight init of UNet2DModel draws from the global generator
-    unet = build_unet()
+    if (config.max_steps is not None and config.max_steps < 1) or (
+        config.max_minutes is not None and config.max_minutes <= 0
+    ):
+        raise ValueError("max_steps must be >= 1 and max_minutes > 0")
+    with torch.random.fork_rng(devices=[]):
+        # UNet2DModel's weight init draws from the global generator: seed it without leaking
+        torch.manual_seed(config.seed)
+        unet = build_unet()
     scheduler = build_scheduler()
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -142,3 +142,19 @@ def test_requests_at_another_resolution_for_foreign_checkpoints():
     assert request.mask.shape == (64, 64)
     assert 0.0 <= request.ground_truth.min() and request.ground_truth.max() <= 1.0
     assert 0.02 < request.hole_fraction < 0.5
+
+
+def test_training_is_seeded(tmp_path: Path):
+    from safetensors.torch import load_file
+
+    from edge_node.zoo import TrainConfig, train_model
+
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    first = train_model(TrainConfig("coins", seed=1, max_steps=2), tmp_path / "a", progress=False)
+    again = train_model(TrainConfig("coins", seed=1, max_steps=2), tmp_path / "b", progress=False)
+    other = train_model(TrainConfig("coins", seed=2, max_steps=2), tmp_path / "c", progress=False)
+    assert first.final_loss == again.final_loss != other.final_loss
+    a, b = load_file(tmp_path / "a" / weights), load_file(tmp_path / "b" / weights)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    with pytest.raises(ValueError, match="max_steps"):
+        train_model(TrainConfig("coins", max_steps=0), tmp_path / "d", progress=False)
