@@ -40,8 +40,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from testbed.runner import run
 
     config = _scenario(args)
-    base_dir = Path(args.config).resolve().parent if args.config else None
-    catalogue = build_catalogue(config.catalogue, base_dir)
+    catalogue = build_catalogue(config.catalogue)
     out = Path(args.out or f"runs/simulate__{args.policy}__seed{config.seed}__{int(time.time())}")
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.toml")

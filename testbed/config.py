@@ -325,12 +325,19 @@ def _listify(value: Any) -> Any:
 
 
 def load_config(path: str | Path) -> ScenarioConfig:
-    """Read a scenario from TOML; keys left out keep their defaults."""
+    """Read a scenario from TOML; keys left out keep their defaults.
+
+    A relative ``catalogue.profile`` is taken relative to the TOML file's folder.
+    """
+    path = Path(path)
     with open(path, "rb") as fh:
         try:
             data = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    profile = data.get("catalogue", {}).get("profile")
+    if isinstance(profile, str) and profile and not Path(profile).is_absolute():
+        data["catalogue"]["profile"] = str((path.parent / profile).resolve())
     return ScenarioConfig.from_dict(data)
 
 
@@ -399,7 +406,7 @@ def load_profile(path: str | Path) -> list[dict[str, Any]]:
     return models
 
 
-def build_catalogue(config: CatalogueConfig, base_dir: str | Path | None = None) -> ModelCatalogue:
+def build_catalogue(config: CatalogueConfig) -> ModelCatalogue:
     """Draw c_m, d_op and the curve parameters from ``model_seed`` (or take them from a profile).
 
     The draws use their own generator, so the same ``model_seed`` gives the same models
@@ -427,10 +434,7 @@ def build_catalogue(config: CatalogueConfig, base_dir: str | Path | None = None)
     }
     names = tuple(f"model{i}" for i in range(m))
     if config.profile:
-        path = Path(config.profile)
-        if not path.is_absolute() and base_dir is not None:
-            path = Path(base_dir) / path
-        entries = load_profile(path)
+        entries = load_profile(config.profile)
         if len(entries) != m:
             raise ConfigError(
                 f"catalogue.profile has {len(entries)} models but catalogue.num_models = {m}"

@@ -1,6 +1,7 @@
 """Scenario defaults (Table 2, Sec. 7.1), TOML round trip, errors that name the key."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,8 +107,10 @@ def _profile_toml(n: int) -> str:
 
 def test_profile_replaces_curve_draws(tmp_path):
     (tmp_path / "p.toml").write_text(_profile_toml(10))
-    c = ScenarioConfig().replace(**{"catalogue.profile": "p.toml"})
-    cat = build_catalogue(c.catalogue, base_dir=tmp_path)
+    (tmp_path / "scenario.toml").write_text('[catalogue]\nprofile = "p.toml"\n')
+    c = load_config(tmp_path / "scenario.toml")  # relative to the scenario file
+    assert c.catalogue.profile == str((tmp_path / "p.toml").resolve())
+    cat = build_catalogue(c.catalogue)
     assert cat.names[3] == "m3"
     np.testing.assert_allclose(cat.a1_steps, np.arange(10) + 2.0)
     np.testing.assert_allclose(cat.b1_s_per_step[:2], [0.01, 0.02])
@@ -129,3 +132,31 @@ def test_profile_json_and_errors(tmp_path):
     c = ScenarioConfig().replace(**{"catalogue.profile": str(tmp_path / "bad.json")})
     with pytest.raises(ConfigError, match=r"model\[0\]: A1 must be below A3"):
         build_catalogue(c.catalogue)
+
+
+def test_committed_cpu_profile_drives_the_simulator(tmp_path):
+    from agents.optimal import OptimalAllocation
+    from agents.schrs import StaticPopularCaching
+    from testbed.config import load_profile
+    from testbed.runner import run
+
+    profile = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / "cpu_zoo.toml"
+    (tmp_path / "s.toml").write_text(
+        f'[catalogue]\nprofile = "{profile}"\ntotal_steps = 50\n'
+        "[timing]\nnum_frames = 2\nslots_per_frame = 3\n"
+    )
+    config = load_config(tmp_path / "s.toml")
+    catalogue = build_catalogue(config.catalogue)
+    entries = load_profile(profile)
+    assert catalogue.names == tuple(e["name"] for e in entries)
+    np.testing.assert_allclose(catalogue.b1_s_per_step, [e["B1"] for e in entries])
+    _, writer = run(
+        config,
+        StaticPopularCaching(config, catalogue),
+        OptimalAllocation(config, catalogue),
+        1,
+        catalogue=catalogue,
+    )
+    trace = writer.to_frame()
+    np.testing.assert_allclose(trace["B1"], catalogue.b1_s_per_step[trace["service"]])
+    assert (trace["steps"] <= catalogue.a3_steps.max() + 1e-9).all()  # never beyond A3
