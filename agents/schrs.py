@@ -25,7 +25,7 @@ import numpy as np
 
 from testbed.config import ModelCatalogue, ScenarioConfig
 from testbed.simulator import popular_cache, score_slot
-from testbed.system_model import RadioParams, amend_bandwidth, amend_steps
+from testbed.system_model import RadioParams, amend_allocation
 from ue_emulator.world import FrameState, SlotState
 
 
@@ -135,7 +135,7 @@ class GeneticAllocation:
         users = len(served)
 
         def amend(genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # Sec. 6.2.2
-            return amend_bandwidth(genes[..., :users]), amend_steps(genes[..., users:], served)
+            return amend_allocation(genes, served)
 
         def cost(genes: np.ndarray) -> np.ndarray:  # -r of eq. (23), lower is better
             outcome = score_slot(self.radio, self.catalogue, slot, cache, *amend(genes))

@@ -36,13 +36,12 @@ from agents.d3pg import D3PG, D3PGConfig
 from agents.ddpg import DDPG, ActorCriticConfig
 from agents.ddqn import DDQN, DDQNConfig
 from testbed.config import ModelCatalogue, ScenarioConfig, build_catalogue, load_config, save_config
-from testbed.envs import normalise_state, slot_state
+from testbed.envs import slot_observation
 from testbed.simulator import Simulator
 from testbed.system_model import (
     STEP_AMENDERS,
-    amend_bandwidth,
+    amend_allocation,
     amend_cache,
-    amend_steps,
     frame_reward,
 )
 from ue_emulator.world import FrameState, SlotState
@@ -66,8 +65,6 @@ METRIC_COLUMNS = (
     "wall_s",
 )
 EVAL_COLUMNS = ("eval_mean_slot_reward", "eval_utility", "eval_hit_ratio")
-EVAL_SEED_OFFSET = 1000
-"""Evaluation during training plays episode 0 of run seed ``seed + 1000``: never trained on."""
 _TRAIN_ROLE = 7  # seeds training worlds apart from evaluation worlds (runner: [seed, episode])
 
 
@@ -246,9 +243,10 @@ class LearnedAllocation:
         del seed  # deterministic in evaluation
 
     def allocate(self, slot: SlotState, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        obs = normalise_state(slot_state(slot, cache, self.catalogue.output_bits), self.config)
+        obs = slot_observation(slot, cache, self.catalogue, self.config)
         raw = self.agent.act(obs, explore=False)
-        return _amend(raw, slot, cache, self.num_users, self.steps_amender)
+        served = np.asarray(cache, dtype=bool)[slot.services]
+        return amend_allocation(raw, served, self.steps_amender)
 
 
 class LearnedCaching:
@@ -262,12 +260,6 @@ class LearnedCaching:
 
     def select_cache(self, frame: FrameState) -> np.ndarray:
         return amend_cache(self.agent.act(frame.gamma, explore=False), self.num_models)
-
-
-def _amend(raw: np.ndarray, slot: SlotState, cache: np.ndarray, num_users: int, mode: str):
-    served = np.asarray(cache, dtype=bool)[slot.services]
-    b = amend_bandwidth(raw[:num_users])  # Sec. 6.2.2
-    return b, amend_steps(raw[num_users:], served, mode)
 
 
 def load_policies(
@@ -306,12 +298,6 @@ class _Trainer:
         self.agents = T2DRLAgents(scenario, train)
         self.amender = steps_amender(train)
         self.episode = 0
-        self.u = scenario.network.num_users
-
-    def observe(self, slot: SlotState, cache: np.ndarray) -> np.ndarray:
-        return normalise_state(
-            slot_state(slot, cache, self.sim.catalogue.output_bits), self.scenario
-        )
 
     def play_episode(self) -> dict[str, float]:
         """One episode of Algorithm 1 (lines 4-47)."""
@@ -330,11 +316,11 @@ class _Trainer:
             rewards = np.empty(slots)
             for k in range(slots):
                 slot = self.sim.next_slot()
-                obs = self.observe(slot, cache)  # eq. (21), line 13
+                obs = slot_observation(slot, cache, self.sim.catalogue, sc)  # eq. (21), line 13
                 if pending is not None:  # s_t(k+1) of the previous slot is known now
                     alloc.store(*pending, obs, False)
                 raw = alloc.act(obs, explore=True)  # lines 15-26
-                b, xi = _amend(raw, slot, cache, self.u, self.amender)
+                b, xi = amend_allocation(raw, cache[slot.services], self.amender)
                 outcome = self.sim.evaluate(slot, cache, b, xi)
                 rewards[k] = outcome.reward  # eq. (23), line 27
                 pending = (obs, np.concatenate([b, xi]), float(outcome.reward))  # a_t(k), eq. (22)
@@ -375,7 +361,7 @@ class _Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """The current agents with exploration off, on one fixed unseen episode."""
-        from testbed.runner import run
+        from testbed.runner import EVAL_SEED_OFFSET, run
 
         name = self.train.agent
         caching = LearnedCaching(self.agents.caching, self.sim.num_models, name)

@@ -23,14 +23,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from testbed.config import BITS_PER_MB, ScenarioConfig
+from testbed.config import BITS_PER_MB, ModelCatalogue, ScenarioConfig
 from testbed.simulator import AllocationPolicy, Simulator, even_allocation, popular_cache
 from testbed.system_model import (
     STEP_AMENDERS,
     SlotOutcome,
-    amend_bandwidth,
+    amend_allocation,
     amend_cache,
-    amend_steps,
     frame_reward,
 )
 from ue_emulator.world import FrameState, SlotState
@@ -67,6 +66,13 @@ def normalise_state(state: dict[str, np.ndarray], config: ScenarioConfig) -> np.
         np.clip(state["output_bits"] / op_max, 0.0, 1.0),
     )
     return np.concatenate(parts).astype(np.float32)
+
+
+def slot_observation(
+    slot: SlotState, cache: np.ndarray, catalogue: ModelCatalogue, config: ScenarioConfig
+) -> np.ndarray:
+    """The normalised eq. (21) vector an agent sees for a slot and a cache."""
+    return normalise_state(slot_state(slot, cache, catalogue.output_bits), config)
 
 
 def outcome_info(outcome: SlotOutcome) -> dict[str, float]:
@@ -140,18 +146,14 @@ class ResourceAllocationEnv(gym.Env):
         action = np.asarray(action, dtype=float)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action shape {action.shape} != {self.action_space.shape}")
-        u = self.sim.num_users
-        b = amend_bandwidth(action[:u])
         served = self.sim.served_at_edge(self._slot, self._cache)
-        xi = amend_steps(action[u:], served, self.steps_amender)
+        b, xi = amend_allocation(action, served, self.steps_amender)
         outcome = self.sim.evaluate(self._slot, self._cache, b, xi)
         self._steps += 1
         info: dict[str, Any] = {"b": b, "xi": xi, **outcome_info(outcome)}
         truncated = self._steps >= self._horizon
         if truncated:
-            obs = normalise_state(
-                slot_state(self._slot, self._cache, self.sim.catalogue.output_bits), self.config
-            )
+            obs = slot_observation(self._slot, self._cache, self.sim.catalogue, self.config)
         else:
             obs, next_info = self._advance()
             info.update(next_info)

@@ -30,9 +30,7 @@ import pandas as pd
 
 from testbed.compare import confidence_halfwidth
 from testbed.config import ScenarioConfig, build_catalogue
-
-EVAL_SEED_OFFSET = 1000
-"""Evaluation worlds use run seed ``seed + 1000``: never seen in training."""
+from testbed.runner import EVAL_SEED_OFFSET
 
 
 @dataclass(frozen=True)

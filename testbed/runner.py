@@ -45,6 +45,11 @@ class RunSummary:
         return asdict(self)
 
 
+EVAL_SEED_OFFSET = 1000
+"""Learned policies are evaluated on run seed ``seed + 1000``: worlds their training never saw
+(training worlds use ``[seed, episode, 7]``, evaluated episodes ``[seed + 1000, episode]``)."""
+
+
 def policy_seed(run_seed: int, episode: int, role: int) -> np.random.SeedSequence:
     """Seed of a policy's own draws in an episode (role 1: caching, 2: allocation)."""
     return np.random.SeedSequence([run_seed, episode, role])

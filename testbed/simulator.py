@@ -17,8 +17,7 @@ from testbed.config import ModelCatalogue, ScenarioConfig, build_catalogue
 from testbed.system_model import (
     RadioParams,
     SlotOutcome,
-    amend_bandwidth,
-    amend_steps,
+    amend_allocation,
     cache_size_gb,
     evaluate_slot,
     greedy_cache,
@@ -83,8 +82,8 @@ def check_allocation(
 
 def even_allocation(slot: SlotState, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The even split of RCARS: b_u = 1/U, xi_u = 1/(number of users served at the edge)."""
-    ones = np.ones(len(slot.services))
-    return amend_bandwidth(ones), amend_steps(ones, np.asarray(cache, dtype=bool)[slot.services])
+    served = np.asarray(cache, dtype=bool)[slot.services]
+    return amend_allocation(np.ones(2 * len(served)), served)
 
 
 def popular_cache(config: ScenarioConfig, catalogue: ModelCatalogue, gamma: float) -> np.ndarray:

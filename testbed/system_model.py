@@ -182,6 +182,16 @@ def amend_steps(
     return np.where(total > 0, raw / np.where(total > 0, total, 1.0), even)
 
 
+def amend_allocation(
+    raw_action: np.ndarray, served_at_edge: np.ndarray, steps_mode: str = "paper"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sec. 6.2.2 on a raw action [b~ (U values), xi~ (U values)] (may carry a batch axis)."""
+    users = np.shape(served_at_edge)[-1]
+    raw = np.asarray(raw_action, dtype=float)
+    b = amend_bandwidth(raw[..., :users])
+    return b, amend_steps(raw[..., users:], served_at_edge, steps_mode)
+
+
 def amend_cache(action: int, num_models: int) -> np.ndarray:
     """Sec. 6.3.2: rho_m = floor(a / 2^(M-m)) mod 2 (paper's m = 1..M, so model 0 is the MSB)."""
     if not 0 <= int(action) < 2**num_models:

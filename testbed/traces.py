@@ -152,14 +152,3 @@ class TraceWriter:
         if self._writer is not None:
             raise RuntimeError("close() the writer before reading its file back")
         return pd.read_parquet(self.path)
-
-    def __enter__(self) -> TraceWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def read_trace(path: str | Path) -> pd.DataFrame:
-    """Load a trace written by :class:`TraceWriter`."""
-    return pd.read_parquet(path)

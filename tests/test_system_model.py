@@ -110,6 +110,15 @@ def test_amended_actions_satisfy_11d_to_11g_for_random_raw_actions():
     assert (xi[~served] == 0).all()  # (11g)
 
 
+def test_amend_allocation_splits_the_raw_action_at_u():
+    served = np.array([True, False, True])
+    b, xi = sm.amend_allocation(np.array([1.0, 3.0, 0.0, 0.2, 0.6, 0.9]), served)
+    np.testing.assert_allclose(b, [0.25, 0.75, 0.0])
+    np.testing.assert_allclose(xi, [0.2 / 1.1, 0.0, 0.9 / 1.1])
+    _, capped = sm.amend_allocation(np.array([1.0, 1.0, 1.0, 0.2, 0.6, 0.3]), served, "cap")
+    np.testing.assert_allclose(capped, [0.2, 0.0, 0.3])  # sum 0.5 <= 1: kept as is
+
+
 def test_amend_cache_sec632_msb_is_model_0():
     # M = 4, a = 10 = 0b1010: rho_1 = floor(10/8) mod 2 = 1, rho_2 = 0, rho_3 = 1, rho_4 = 0
     np.testing.assert_array_equal(sm.amend_cache(10, 4), [True, False, True, False])
