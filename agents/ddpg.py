@@ -145,11 +145,13 @@ class DDPG:
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()  # eq. (25)
+        self.critic.requires_grad_(False)  # the actor step needs dQ/da, not the critic's grads
         q_value = self.critic(s, self.amend(s, self.actor(s)))  # deterministic PG, eq. (26)
         actor_loss = -q_value.mean()  # gradient ascent on Q, eqs. (26)-(27)
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
+        self.critic.requires_grad_(True)
         soft_update(self.target_actor, self.actor, self.config.target_rate)  # eq. (28)
         soft_update(self.target_critic, self.critic, self.config.target_rate)  # eq. (29)
         return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item()}
