@@ -3,7 +3,8 @@
 Two figures, each measured side by side in one run (alternating calls, alternating order):
 * overhead: `RePaintExecutor.inpaint` of one request vs calling diffusers' `RePaintPipeline`
   directly on the same tensors, generator and step count (the executor adds the numpy/tensor
-  boundary, the UNet-call hook, the synchronised timer and the TV/PSNR/SSIM scoring);
+  boundary, the UNet-call hook and the synchronised timer; scoring happens on the users' side,
+  `ue_emulator.quality`, and is not measured here);
 * batching: 8 requests served one at a time vs as one batch of 8.
 
     python benchmarks/bench_executor.py [--model brick] [--steps 20] [--repeats 15] [--threads 1]
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from edge_node.executor import RePaintExecutor, to_device_tensor
-from edge_node.requests import make_requests
+from ue_emulator.requests import make_requests
 
 TARGET_OVERHEAD = 0.05
 BATCH = 8
@@ -30,7 +31,7 @@ BATCH = 8
 def overhead(executor: RePaintExecutor, model: str, steps: int, repeats: int) -> tuple[float, ...]:
     """Median wall time (s) of the executor and of the bare pipeline, and the median of the
     per-pair ratios executor / pipeline."""
-    request = make_requests(model, 1, seed=0)[0]
+    request = make_requests(model, 1, seed=0)[0].request
     pipeline = executor.load(model)
     image = to_device_tensor(request.masked_image[None].astype(np.float32), executor.device)
     mask = torch.from_numpy(request.mask)[None, None].to(executor.device)
@@ -74,7 +75,7 @@ def overhead(executor: RePaintExecutor, model: str, steps: int, repeats: int) ->
 
 def batching(executor: RePaintExecutor, model: str, steps: int, repeats: int) -> tuple[float, ...]:
     """Requests per second served one at a time and as one batch of 8, and the gain."""
-    requests = make_requests(model, BATCH, seed=1)
+    requests = [user.request for user in make_requests(model, BATCH, seed=1)]
     single_s, batched_s = [], []
     for _ in range(max(3, repeats // 3)):
         start = time.perf_counter()

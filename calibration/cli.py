@@ -1,9 +1,10 @@
 """`testbed calibrate`: sweep steps x models x images with real RePaint, fit eqs. (7)-(8),
 write measurements.csv, profile.toml, one Fig. 3-style PNG per model, and optionally the
-mismatch matrix. Handlers import torch lazily.
+mismatch matrix; and `testbed zoo ...` (train, list, evaluate the zoo: `calibration.zoo_cli`).
+Handlers import torch lazily.
 
-Hook: `register(subparsers)` adds the `calibrate` command; it sets `handler`, a callable taking
-the parsed `argparse.Namespace` and returning an exit code.
+Hook: `register(subparsers)` adds the `calibrate` and `zoo` commands; each leaf parser sets
+`handler`, a callable taking the parsed `argparse.Namespace` and returning an exit code.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from calibration.sweep import DEFAULT_STEPS
+from calibration.zoo_cli import add_zoo_command
 
 MISMATCH_STEPS = 25
 
@@ -23,7 +25,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `calibrate` to a parent parser's subparsers."""
+    """Add `calibrate` and `zoo` to a parent parser's subparsers."""
     calibrate = subparsers.add_parser(
         "calibrate", help="measure TV/latency vs denoising steps and fit eqs. (7)-(8)"
     )
@@ -57,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     calibrate.add_argument("--out", type=Path, required=True, help="output folder")
     calibrate.set_defaults(handler=_calibrate)
+    add_zoo_command(subparsers)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -117,7 +120,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         )
     print(f"sweep + fit: {time.perf_counter() - start_s:.0f} s on {device}")
     if args.mismatch:
-        from edge_node.sources import SOURCE_LOADERS
+        from ue_emulator.sources import SOURCE_LOADERS
 
         if unknown := [model for model in models if model not in SOURCE_LOADERS]:
             print(f"--mismatch needs zoo models (their sources are the rows): {unknown}")
@@ -130,7 +133,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point: `python -m calibration.cli calibrate --out DIR`."""
+    """Stand-alone entry point: `python -m calibration.cli {calibrate,zoo} ...`."""
     parser = argparse.ArgumentParser(prog="python -m calibration.cli")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

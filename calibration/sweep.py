@@ -1,4 +1,8 @@
-"""Step sweeps of real RePaint runs, per-model fits of eqs. (7)-(8), profiles and figures."""
+"""Step sweeps of real RePaint runs, per-model fits of eqs. (7)-(8), profiles and figures.
+
+Request images come from the users' side (`ue_emulator.requests`), are served by the edge's
+executor without their ground truth, and are scored on the users' side (`ue_emulator.quality`).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration.evaluation import mean_psnr_db, serve_and_score
 from calibration.fit import LatencyFit, QualityFit, fit_latency, fit_quality
-from edge_node.evaluation import mean_psnr_db
 from edge_node.executor import RePaintExecutor
-from edge_node.requests import make_requests
+from ue_emulator.requests import make_requests
 
 DEFAULT_STEPS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 MEASUREMENT_COLUMNS = (
@@ -49,16 +53,16 @@ def sweep_model(
     from tqdm import tqdm
 
     size_px = int(executor.load(model).unet.config.sample_size)
-    requests = make_requests(source or model, images, seed, size_px=size_px)
+    users = make_requests(source or model, images, seed, size_px=size_px)
     chunks = [list(range(start, min(start + batch, images))) for start in range(0, images, batch)]
     jobs = [(steps, chunk) for steps in steps_grid for chunk in chunks]
     order = np.random.default_rng(seed).permutation(len(jobs))
-    executor.inpaint(model, requests[:batch], 1)
+    executor.inpaint(model, [user.request for user in users[:batch]], 1)
     rows = []
     for job_index in tqdm(order, desc=f"sweep {model}", disable=not progress):
         steps, chunk = jobs[job_index]
-        results = executor.inpaint(model, [requests[i] for i in chunk], steps)
-        for image_index, result in zip(chunk, results, strict=True):
+        results, scores = serve_and_score(executor, model, [users[i] for i in chunk], steps)
+        for k, (image_index, result) in enumerate(zip(chunk, results, strict=True)):
             rows.append(
                 {
                     "model": model_label(model),
@@ -66,9 +70,9 @@ def sweep_model(
                     "image": image_index,
                     "latency_s": result.latency_s,
                     "unet_calls": result.unet_calls,
-                    "tv": result.tv,
-                    "psnr": result.psnr_db,
-                    "ssim": result.ssim,
+                    "tv": float(scores.tv[k]),
+                    "psnr": float(scores.psnr_db[k]),
+                    "ssim": float(scores.ssim[k]),
                     "device": result.device,
                     "batch": result.batch_size,
                 }

@@ -1,9 +1,14 @@
 """RePaint inference executor: runs diffusers' `RePaintPipeline` with an allocated step count.
 
 The edge node serves a request of type m with `steps` = xi * L denoising steps (eqs. (7)-(8));
-this module measures what that costs and what it buys: device-synchronised latency, the number
-of UNet calls (counted by a forward hook, not inferred), the output's total variation (TV, the
-paper's quality metric, via `piq.total_variation`) and PSNR/SSIM against the ground truth.
+this module measures what that costs: device-synchronised latency and the number of UNet calls
+(counted by a forward hook, not inferred). It serves only: a request carries the corrupted
+upload, never the ground truth, so the quality of an output is scored by whoever holds the
+ground truth (the users' side, `ue_emulator.quality`), not here.
+
+Requests are duck-typed (`ServeRequest`): any object with `masked_image`, `mask` and `seed`,
+such as the users' `ue_emulator.requests.InpaintRequest`, so the edge imports nothing of the
+users' side and the users nothing of the edge.
 
 Boundary conventions: requests and outputs are HWC float32 in [0, 1] (numpy); inside, images
 are NCHW in [-1, 1] and masks N1HW with 1 = keep, 0 = inpaint (diffusers' RePaint convention).
@@ -16,16 +21,34 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from edge_node.requests import InpaintRequest
 from edge_node.zoo import load_unet_and_scheduler_config
 
 if TYPE_CHECKING:
     import torch
     from diffusers import RePaintPipeline
+
+
+class ServeRequest(Protocol):
+    """What the edge needs of an uploaded request (read-only; no ground truth)."""
+
+    @property
+    def masked_image(self) -> np.ndarray:
+        """The corrupted upload, HWC float32 in [0, 1]; RePaint ignores its hole pixels."""
+        ...
+
+    @property
+    def mask(self) -> np.ndarray:
+        """HW float32 in {0, 1}: 1 = keep, 0 = inpaint."""
+        ...
+
+    @property
+    def seed(self) -> int:
+        """Seed of the request's CPU torch.Generator (RePaint's initial noise)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -36,14 +59,13 @@ class InpaintResult:
     """Inpainted image, HWC float32 in [0, 1]."""
     model: str
     steps: int
+    """Denoising steps allocated (0 returns the masked input)."""
     unet_calls: int
     latency_s: float
+    """Wall time of the batch's pipeline call in s, synchronised to the device."""
     batch_size: int
-    tv: float
-    """Total variation of the output (piq, norm given by the executor's `tv_norm`), eq. (7)."""
-    psnr_db: float
-    ssim: float
     device: str
+    """torch device type that ran it: "cuda" or "cpu"."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +73,7 @@ class ServeJob:
     """A request routed to a model with an allocated number of denoising steps."""
 
     model: str
-    request: InpaintRequest
+    request: ServeRequest
     steps: int
 
 
@@ -69,7 +91,6 @@ class RePaintExecutor:
         jump_length: int = 10,
         jump_n_sample: int = 1,
         eta: float = 0.0,
-        tv_norm: str = "l2",
         show_progress: bool = False,
     ) -> None:
         import torch
@@ -78,7 +99,6 @@ class RePaintExecutor:
         self.jump_length = jump_length
         self.jump_n_sample = jump_n_sample
         self.eta = eta
-        self.tv_norm = tv_norm
         self.show_progress = show_progress
         self._pipelines: dict[str, RePaintPipeline] = {}
         self._unet_calls: dict[str, int] = {}
@@ -110,7 +130,7 @@ class RePaintExecutor:
         self._unet_calls.pop(str(model), None)
 
     def inpaint(
-        self, model: str | Path, requests: Sequence[InpaintRequest], steps: int
+        self, model: str | Path, requests: Sequence[ServeRequest], steps: int
     ) -> list[InpaintResult]:
         """Serve `requests` with `model` as ONE batch of `steps` denoising steps.
 
@@ -126,7 +146,6 @@ class RePaintExecutor:
             raise ValueError(f"steps must be >= 0, got {steps}")
         key = str(model)
         pipeline = self.load(model)
-        ground_truth = np.stack([r.ground_truth for r in requests]).astype(np.float32)
         masks = np.stack([r.mask for r in requests]).astype(np.float32)
         if steps == 0:
             start_s = time.perf_counter()
@@ -134,7 +153,6 @@ class RePaintExecutor:
             latency_s = time.perf_counter() - start_s
             unet_calls = 0
         else:
-            # the edge sees only the corrupted upload, never the ground truth
             corrupted = np.stack([r.masked_image for r in requests]).astype(np.float32)
             images = to_device_tensor(corrupted, self.device)
             mask_tensor = torch.from_numpy(masks)[:, None].to(self.device)
@@ -158,7 +176,6 @@ class RePaintExecutor:
                 ).images  # NHWC in [0, 1] on the host, which synchronises the device
                 latency_s = time.perf_counter() - start_s
             unet_calls = self._unet_calls[key] - calls_before
-        tv, psnr_db, ssim = self.score(outputs, ground_truth)
         return [
             InpaintResult(
                 image=outputs[i],
@@ -167,9 +184,6 @@ class RePaintExecutor:
                 unet_calls=unet_calls,
                 latency_s=latency_s,
                 batch_size=len(requests),
-                tv=float(tv[i]),
-                psnr_db=float(psnr_db[i]),
-                ssim=float(ssim[i]),
                 device=self.device.type,
             )
             for i in range(len(requests))
@@ -188,21 +202,6 @@ class RePaintExecutor:
                 for index, output in zip(chunk, outputs, strict=True):
                     results[index] = output
         return [r for r in results if r is not None]
-
-    def score(
-        self, outputs: np.ndarray, ground_truth: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-image TV, PSNR (dB) and SSIM of NHWC [0, 1] outputs, computed on the CPU."""
-        import piq
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(outputs)).permute(0, 3, 1, 2).clamp(0.0, 1.0)
-        y = torch.from_numpy(np.ascontiguousarray(ground_truth)).permute(0, 3, 1, 2)
-        with torch.no_grad():
-            tv = piq.total_variation(x, reduction="none", norm_type=self.tv_norm)
-            psnr_db = piq.psnr(x, y, data_range=1.0, reduction="none")
-            ssim = piq.ssim(x, y, data_range=1.0, reduction="none")
-        return tv.numpy(), psnr_db.numpy(), ssim.numpy()
 
     def _synchronize(self) -> None:
         import torch

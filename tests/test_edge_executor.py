@@ -1,7 +1,8 @@
-"""RePaint executor on a tiny random UNet: step count, mask, seed, batching, metrics."""
+"""RePaint executor on a tiny random UNet: step count, mask, seed, batching; it serves only."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from edge_node.executor import RePaintExecutor, ServeJob  # noqa: E402
-from edge_node.requests import InpaintRequest, make_requests  # noqa: E402
+from edge_node.executor import InpaintResult, RePaintExecutor, ServeJob  # noqa: E402
+from ue_emulator.requests import InpaintRequest, UserRequest, make_requests  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def requests() -> list[InpaintRequest]:
+def users() -> list[UserRequest]:
+    """Requests as the users hold them; the executor gets only `.request`, the upload."""
     return make_requests("brick", 3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def requests(users: list[UserRequest]) -> list[InpaintRequest]:
+    return [user.request for user in users]
 
 
 @pytest.fixture(scope="module")
@@ -62,22 +69,43 @@ def test_zero_steps_returns_the_masked_input(executor, tiny_model_dir, requests)
     np.testing.assert_array_equal(result.image, requests[0].masked_image)
 
 
-def test_kept_pixels_are_unchanged(executor, tiny_model_dir, requests):
-    for request, result in zip(
-        requests, executor.inpaint(tiny_model_dir, requests, 6), strict=True
-    ):
-        keep = request.mask.astype(bool)
+def test_kept_pixels_are_unchanged(executor, tiny_model_dir, users, requests):
+    for user, result in zip(users, executor.inpaint(tiny_model_dir, requests, 6), strict=True):
+        keep = user.request.mask.astype(bool)
         assert 0 < keep.sum() < keep.size
-        np.testing.assert_allclose(result.image[keep], request.ground_truth[keep], atol=1e-5)
+        np.testing.assert_allclose(result.image[keep], user.ground_truth[keep], atol=1e-5)
         # the random UNet fills the hole with something other than the ground truth
-        assert np.abs(result.image[~keep] - request.ground_truth[~keep]).mean() > 0.05
+        assert np.abs(result.image[~keep] - user.ground_truth[~keep]).mean() > 0.05
+
+
+def test_the_edge_gets_no_ground_truth_and_returns_no_quality(executor, tiny_model_dir, requests):
+    assert not any(hasattr(request, "ground_truth") for request in requests)
+    (result,) = executor.inpaint(tiny_model_dir, requests[:1], 2)
+    fields = {field.name for field in dataclasses.fields(InpaintResult)}
+    assert fields == {"image", "model", "steps", "unet_calls", "latency_s", "batch_size", "device"}
+    assert not {"tv", "psnr_db", "ssim"} & set(vars(result))
+    assert result.image.shape == (32, 32, 3) and result.image.dtype == np.float32
+
+
+def test_any_object_with_image_mask_and_seed_is_served(executor, tiny_model_dir, requests):
+    @dataclasses.dataclass(frozen=True)
+    class BareUpload:  # the executor's ServeRequest protocol, nothing more
+        masked_image: np.ndarray
+        mask: np.ndarray
+        seed: int
+
+    bare = BareUpload(requests[0].masked_image, requests[0].mask, requests[0].seed)
+    from_bare = executor.inpaint(tiny_model_dir, [bare], 3)[0].image
+    np.testing.assert_array_equal(
+        from_bare, executor.inpaint(tiny_model_dir, requests[:1], 3)[0].image
+    )
 
 
 def test_same_seed_same_output_other_seed_other_output(executor, tiny_model_dir, requests):
     first = executor.inpaint(tiny_model_dir, requests[:1], 5)[0].image
     again = executor.inpaint(tiny_model_dir, requests[:1], 5)[0].image
     np.testing.assert_array_equal(first, again)
-    other = InpaintRequest(requests[0].ground_truth, requests[0].mask, seed=requests[0].seed + 1)
+    other = dataclasses.replace(requests[0], seed=requests[0].seed + 1)
     reseeded = executor.inpaint(tiny_model_dir, [other], 5)[0].image
     assert np.abs(first - reseeded).max() > 1e-3
 
@@ -90,21 +118,6 @@ def test_serve_batches_by_model_and_steps_and_keeps_order(executor, tiny_model_d
     assert [r.steps for r in results] == [3, 2, 3]
     assert [r.batch_size for r in results] == [2, 1, 2]
     assert [r.unet_calls for r in results] == [3, 2, 3]
-
-
-def test_metrics_of_a_perfect_and_a_flat_output(executor):
-    rng = np.random.default_rng(0)
-    truth = rng.uniform(0.0, 1.0, size=(1, 32, 32, 3)).astype(np.float32)
-    flat = np.full_like(truth, 0.5)
-    outputs, reference = np.concatenate([truth, flat]), np.concatenate([truth, truth])
-    tv, psnr_db, ssim = executor.score(outputs, reference)
-    assert tv[1] == pytest.approx(0.0, abs=1e-6)
-    # l2 TV of i.i.d. U(0,1) pixels: sqrt(2 * 32 * 31 * 3 * E[(a-b)^2] = 1/6) ~ 31.5
-    assert tv[0] == pytest.approx(np.sqrt(2 * 32 * 31 * 3 / 6), rel=0.05)
-    assert psnr_db[0] > 60.0
-    assert ssim[0] == pytest.approx(1.0, abs=1e-4)
-    # MSE of U(0,1) against 0.5 is 1/12: PSNR = 10 log10(12) ~ 10.8 dB
-    assert psnr_db[1] == pytest.approx(10 * np.log10(12), abs=0.3)
 
 
 def test_models_load_once_and_unload(tiny_model_dir, requests):
@@ -120,15 +133,15 @@ def test_models_load_once_and_unload(tiny_model_dir, requests):
 
 
 @pytest.mark.gpu
-def test_cuda_run_counts_steps_keeps_pixels_and_matches_cpu(tiny_model_dir, requests):
+def test_cuda_run_counts_steps_keeps_pixels_and_matches_cpu(tiny_model_dir, users, requests):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     gpu = RePaintExecutor(device="cuda")
     on_gpu = gpu.inpaint(tiny_model_dir, requests[:2], 5)
     on_cpu = RePaintExecutor(device="cpu").inpaint(tiny_model_dir, requests[:2], 5)
     assert [r.unet_calls for r in on_gpu] == [5, 5] and on_gpu[0].device == "cuda"
-    for request, gpu_result, cpu_result in zip(requests, on_gpu, on_cpu, strict=False):
-        keep = request.mask.astype(bool)
-        np.testing.assert_allclose(gpu_result.image[keep], request.ground_truth[keep], atol=1e-5)
+    for user, gpu_result, cpu_result in zip(users, on_gpu, on_cpu, strict=False):
+        keep = user.request.mask.astype(bool)
+        np.testing.assert_allclose(gpu_result.image[keep], user.ground_truth[keep], atol=1e-5)
         # CPU generators give both devices the same noise; only float rounding differs
         np.testing.assert_allclose(gpu_result.image, cpu_result.image, atol=2e-2)

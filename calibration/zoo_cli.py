@@ -1,14 +1,13 @@
-"""`testbed zoo ...`: train and list the model zoo. Handlers import torch lazily, so importing
-this module (and building the `testbed` parser) stays torch-free.
+"""`testbed zoo ...`: train, list and evaluate the model zoo (offline tools). Handlers import
+torch lazily, so importing this module (and building the `testbed` parser) stays torch-free.
 
-Hook: `register(subparsers)` adds the `zoo` command; each leaf parser sets `handler`, a callable
-taking the parsed `argparse.Namespace` and returning an exit code.
+`calibration.cli.register` adds the `zoo` command through `add_zoo_command`; each leaf parser
+sets `handler`, a callable taking the parsed `argparse.Namespace` and returning an exit code.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ HELDOUT_IMAGES = 16
 HELDOUT_SEED = 12345
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def add_zoo_command(subparsers: argparse._SubParsersAction) -> None:
     """Add `zoo {train,list,evaluate}` to a parent parser's subparsers."""
     from edge_node.zoo import ZOO_DIR
 
@@ -55,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from edge_node.sources import SOURCE_LOADERS
-    from edge_node.zoo import TrainConfig, train_model, upsert_manifest
+    from calibration.zoo_training import TrainConfig, train_model, upsert_manifest
+    from ue_emulator.sources import SOURCE_LOADERS
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,9 +83,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _evaluate_names(zoo_dir: Path, names: Sequence[str], images: int, device: str | None) -> None:
     from dataclasses import replace
 
-    from edge_node.evaluation import mean_psnr_db
+    from calibration.evaluation import mean_psnr_db
+    from calibration.zoo_training import upsert_manifest
     from edge_node.executor import RePaintExecutor
-    from edge_node.zoo import REFERENCE_STEPS, read_manifest, upsert_manifest
+    from edge_node.zoo import REFERENCE_STEPS, read_manifest
 
     manifest_path = zoo_dir / "manifest.json"
     executor = RePaintExecutor(device=device)
@@ -124,15 +124,3 @@ def _list(args: argparse.Namespace) -> int:
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point: `python -m edge_node.cli zoo list`."""
-    parser = argparse.ArgumentParser(prog="python -m edge_node.cli")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.handler(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,6 @@
-"""The `zoo` command: torch-free registration, train -> manifest -> list, in a scratch zoo."""
+"""The `zoo` command (registered by `calibration.cli`) in a scratch zoo, and import hygiene:
+registration is torch-free, the edge imports nothing of the users' side or calibration, and
+the users' side imports nothing of the edge."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.cli import register
+from calibration.cli import register
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -19,16 +21,33 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def modules_after_import(*modules: str) -> set[str]:
+    """Top-level packages loaded by importing `modules` in a fresh interpreter."""
+    code = f"import sys\nimport {', '.join(modules)}\nprint(' '.join(sys.modules))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in out.stdout.split()}
+
+
 def test_registering_the_commands_does_not_import_torch():
     code = (
         "import argparse, sys\n"
-        "import calibration.cli, edge_node.cli\n"
+        "import calibration.cli\n"
         "sub = argparse.ArgumentParser().add_subparsers()\n"
-        "edge_node.cli.register(sub); calibration.cli.register(sub)\n"
-        "print('torch' in sys.modules, 'diffusers' in sys.modules)\n"
+        "calibration.cli.register(sub)\n"
+        "print(sorted(sub.choices), 'torch' in sys.modules, 'diffusers' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["['calibrate',", "'zoo']", "False", "False"]
+
+
+def test_serving_and_scoring_sides_import_only_what_they_may():
+    edge = modules_after_import("edge_node", "edge_node.zoo", "edge_node.executor")
+    assert not edge & {"ue_emulator", "calibration", "agents", "torch"}
+    users = modules_after_import(
+        "ue_emulator.sources", "ue_emulator.requests", "ue_emulator.quality"
+    )
+    assert not users & {"edge_node", "calibration", "agents", "testbed", "torch"}
+    assert "torch" not in modules_after_import("calibration.zoo_training", "calibration.evaluation")
 
 
 def test_train_writes_model_and_manifest_then_list_prints_it(tmp_path: Path, capsys):

@@ -1,9 +1,14 @@
 """Request images: held-out patches of a source with seeded random masks.
 
-A request of service type m carries a patch of source m's held-out region (never trained on)
-and a mask; the ground truth stays with the request so the executor can score the output.
-Mismatch mode is the pairing, not the image: a request of type m is served by model n != m.
-Mask convention (diffusers RePaint): 1 = keep, 0 = inpaint.
+A user of service type m holds a patch of source m's held-out region (never trained on) and a
+mask. What it uploads is an `InpaintRequest`: the corrupted image (holes at mid-grey), the mask
+and a seed, never the ground truth. The ground truth stays on the users' side in the
+`UserRequest` beside it, so that whoever holds it can score the output
+(`ue_emulator.quality`). Mismatch mode is the pairing, not the image: a request of type m is
+served by model n != m. Mask convention (diffusers RePaint): 1 = keep, 0 = inpaint.
+
+`InpaintRequest` satisfies the edge executor's `ServeRequest` protocol (attributes
+`masked_image`, `mask`, `seed`); neither side imports the other.
 """
 
 from __future__ import annotations
@@ -13,16 +18,23 @@ from typing import Literal
 
 import numpy as np
 
-from edge_node.sources import PATCH_SIZE_PX, load_source, sample_patches
+from ue_emulator.sources import PATCH_SIZE_PX, load_source, sample_patches
 
 MaskKind = Literal["box", "stroke", "mixed"]
+
+HOLE_FILL = 0.5
+"""Value of inpainted pixels in the upload, in [0, 1]: mid-grey, 0 in RePaint's [-1, 1]."""
 
 
 @dataclass(frozen=True)
 class InpaintRequest:
-    """One inpainting job. Images HWC float32 in [0, 1]; mask HW float32 in {0, 1}."""
+    """What a user uploads: the corrupted image, its mask and a seed; no ground truth.
 
-    ground_truth: np.ndarray
+    Image HWC float32 in [0, 1]; mask HW float32 in {0, 1}, 1 = keep, 0 = inpaint.
+    """
+
+    masked_image: np.ndarray
+    """The corrupted image: kept pixels exact, holes at `HOLE_FILL`."""
     mask: np.ndarray
     seed: int
     """Seed of this request's torch.Generator (initial noise of RePaint)."""
@@ -30,13 +42,27 @@ class InpaintRequest:
     """Service type: the source the image comes from (empty for user images)."""
 
     @property
-    def masked_image(self) -> np.ndarray:
-        """The corrupted input the user uploads: holes set to mid-grey (0 in [-1, 1])."""
-        return self.ground_truth * self.mask[:, :, None] + 0.5 * (1.0 - self.mask[:, :, None])
-
-    @property
     def hole_fraction(self) -> float:
+        """Fraction of the pixels to inpaint, in [0, 1]."""
         return float(1.0 - self.mask.mean())
+
+
+@dataclass(frozen=True)
+class UserRequest:
+    """A request as the user holds it: the upload and the ground truth kept beside it."""
+
+    request: InpaintRequest
+    ground_truth: np.ndarray
+    """The uncorrupted image, HWC float32 in [0, 1]; never leaves the users' side."""
+
+    @classmethod
+    def from_image(
+        cls, ground_truth: np.ndarray, mask: np.ndarray, seed: int, source: str = ""
+    ) -> UserRequest:
+        """Corrupt `ground_truth` with `mask` (holes to `HOLE_FILL`) into an upload."""
+        keep = mask[:, :, None]
+        masked_image = ground_truth * keep + HOLE_FILL * (1.0 - keep)
+        return cls(InpaintRequest(masked_image, mask, seed, source), ground_truth)
 
 
 def box_mask(rng: np.random.Generator, size_px: int = PATCH_SIZE_PX) -> np.ndarray:
@@ -73,6 +99,7 @@ def stroke_mask(rng: np.random.Generator, size_px: int = PATCH_SIZE_PX) -> np.nd
 def random_mask(
     rng: np.random.Generator, kind: MaskKind, size_px: int = PATCH_SIZE_PX
 ) -> np.ndarray:
+    """A box or stroke mask; "mixed" picks one of the two with probability 1/2."""
     if kind == "mixed":
         kind = "box" if rng.random() < 0.5 else "stroke"
     return box_mask(rng, size_px) if kind == "box" else stroke_mask(rng, size_px)
@@ -84,11 +111,12 @@ def make_requests(
     seed: int,
     mask_kind: MaskKind = "mixed",
     size_px: int = PATCH_SIZE_PX,
-) -> list[InpaintRequest]:
+) -> list[UserRequest]:
     """`count` requests of service type `source`: held-out 32x32 patches with seeded masks.
 
     `size_px` other than 32 resizes the patches (bilinear), for checkpoints of another
-    resolution, e.g. a user's 256x256 DDPM; masks are drawn at that size.
+    resolution, e.g. a user's 256x256 DDPM; masks are drawn at that size. The draws, in order:
+    the patches, then every request's seed, then the masks one request after another.
     """
     from skimage.transform import resize
 
@@ -99,7 +127,7 @@ def make_requests(
         patches = resize(patches, shape, order=1, anti_aliasing=False).astype(np.float32)
     request_seeds = rng.integers(0, 2**31 - 1, size=count)
     return [
-        InpaintRequest(
+        UserRequest.from_image(
             ground_truth=patch,
             mask=random_mask(rng, mask_kind, size_px),
             seed=int(request_seed),

@@ -1,8 +1,10 @@
 """Image sources shipped inside packages, split into a training region and a held-out region.
 
-Every source is an RGB float32 image (or a stack of them) in [0, 1], HWC. Training patches are
-cropped from the training region only; request images are cropped from the held-out region, so
-the zoo never sees a request image during training. Grey-level sources are replicated to RGB.
+The users' content: service type m is source m. Every source is an RGB float32 image (or a
+stack of them) in [0, 1], HWC. Training patches (for the offline zoo training in
+`calibration.zoo_training`) are cropped from the training region only; request images are
+cropped from the held-out region, so the zoo never sees a request image during training.
+Grey-level sources are replicated to RGB.
 """
 
 from __future__ import annotations
