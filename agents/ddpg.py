@@ -49,8 +49,8 @@ class ActorCriticConfig:
     """Rewards are multiplied by this before the critic sees them (eq. (23) is ~ -50 per slot)."""
 
 
-def _identity(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-    del state
+def _identity(mask: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    del mask
     return action
 
 
@@ -87,6 +87,7 @@ class DDPG:
         action_dim: int,
         config: ActorCriticConfig,
         seed: int | np.random.SeedSequence = 0,
+        mask_dim: int = 0,
     ) -> None:
         self.config = config
         self.state_dim, self.action_dim = state_dim, action_dim
@@ -104,10 +105,11 @@ class DDPG:
         self.target_critic.load_state_dict(self.critic.state_dict())
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.buffer = ReplayBuffer(config.buffer_size, state_dim, action_dim)
+        self.buffer = ReplayBuffer(config.buffer_size, state_dim, action_dim, mask_dim=mask_dim)
         self.amend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _identity
-        """Maps (state, raw action) to the executed action, differentiably; the critic and
-        the buffer see executed actions (T2DRL sets the Sec. 6.2.2 amender here)."""
+        """Maps (mask, raw action) to the executed action, differentiably; the critic and
+        the buffer see executed actions (T2DRL sets the Sec. 6.2.2 amender here, the mask
+        being rho_{phi_u} of the transition's slot, stored beside it)."""
 
     def _make_actor(self) -> nn.Module:
         return MLPActor(self.state_dim, self.action_dim, self.config.actor_hidden)
@@ -122,9 +124,14 @@ class DDPG:
             action = np.clip(action + noise, 0.0, 1.0)
         return action.astype(np.float32)
 
-    def store(self, state, action, reward: float, next_state, done: bool) -> None:
-        """Store a transition; ``action`` is the executed (amended) action."""
-        self.buffer.add(state, action, reward * self.config.reward_scale, next_state, done)
+    def store(
+        self, state, action, reward: float, next_state, done: bool, mask=0.0, next_mask=0.0
+    ) -> None:
+        """Store a transition; ``action`` is the executed (amended) action, ``mask`` and
+        ``next_mask`` what :attr:`amend` needs of s and s'."""
+        self.buffer.add(
+            state, action, reward * self.config.reward_scale, next_state, done, mask, next_mask
+        )
 
     def ready(self) -> bool:
         return len(self.buffer) >= max(self.config.warmup, self.config.batch_size)
@@ -136,9 +143,10 @@ class DDPG:
             for k, v in self.buffer.sample(self.rng, self.config.batch_size).items()
         }
         s, a, r = batch["states"], batch["actions"], batch["rewards"]
+        mask, next_mask = batch.get("masks"), batch.get("next_masks")
         with torch.no_grad():
             next_states = batch["next_states"]
-            next_action = self.amend(next_states, self.target_actor(next_states))
+            next_action = self.amend(next_mask, self.target_actor(next_states))
             bootstrap = self.target_critic(batch["next_states"], next_action)
             target = r + self.config.discount * (1.0 - batch["dones"]) * bootstrap  # eq. (24b)
         critic_loss = 0.5 * (target - self.critic(s, a)).pow(2).mean()  # eq. (24)
@@ -146,7 +154,7 @@ class DDPG:
         critic_loss.backward()
         self.critic_optimizer.step()  # eq. (25)
         self.critic.requires_grad_(False)  # the actor step needs dQ/da, not the critic's grads
-        q_value = self.critic(s, self.amend(s, self.actor(s)))  # deterministic PG, eq. (26)
+        q_value = self.critic(s, self.amend(mask, self.actor(s)))  # deterministic PG, eq. (26)
         actor_loss = -q_value.mean()  # gradient ascent on Q, eqs. (26)-(27)
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()

@@ -21,14 +21,25 @@ of the frame's popularity state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from testbed.config import ModelCatalogue, ScenarioConfig
-from testbed.simulator import score_slot
-from testbed.system_model import RadioParams, amend_bandwidth
-from ue_emulator.world import FrameState, SlotState, World
+from testbed.core.config import ModelCatalogue, ScenarioConfig
+from testbed.core.records import FrameState, SlotState
+from testbed.core.seeding import optimal_samples_seed
+from testbed.core.system_model import (
+    RadioParams,
+    amend_bandwidth,
+    feasible_caches,
+    score_slot,
+    tv_progress,
+)
+
+SlotSampler = Callable[[ScenarioConfig, int, int, np.random.SeedSequence], list[SlotState]]
+"""(config, popularity index, count, seed) -> independent slots of the world at that state
+(``ue_emulator.world.sample_slots``)."""
 
 _LN2 = np.log(2.0)
 _NEWTON_TOL = 1e-13
@@ -123,7 +134,7 @@ class StepCurves:
 
     def cost(self, steps: np.ndarray) -> np.ndarray:
         """delta_u(s) for real s >= 0, broadcasting over a leading batch axis."""
-        progress = np.clip((steps - self.a1_steps) / (self.a3_steps - self.a1_steps), 0.0, 1.0)
+        progress = tv_progress(steps, self.a1_steps, self.a3_steps)  # eq. (7)
         return self.rise_per_step * steps - self.tv_gain * progress  # eqs. (7), (8)
 
     def subset(self, users: np.ndarray) -> StepCurves:
@@ -400,33 +411,6 @@ class OptimalAllocation:
         return solution.b, solution.xi
 
 
-def feasible_caches(size_gb: np.ndarray, capacity_gb: float) -> np.ndarray:
-    """Every cache satisfying (11d), shape (F, M), in the order of the action code of Sec. 6.3.2."""
-    num_models = len(size_gb)
-    codes = np.arange(2**num_models)
-    caches = ((codes[:, None] >> (num_models - 1 - np.arange(num_models))) & 1).astype(bool)
-    return caches[caches @ np.asarray(size_gb, dtype=float) <= capacity_gb + 1e-9]
-
-
-def sample_slots(
-    config: ScenarioConfig, popularity_index: int, count: int, seed: np.random.SeedSequence
-) -> list[SlotState]:
-    """``count`` independent slots of the world at one popularity state.
-
-    The location state is drawn from its chain's stationary law (the law of every slot of
-    an episode, whose chain starts there), then positions, fading, requests and input sizes
-    from the same components as :class:`World`.
-    """
-    world = World(config)
-    rng = np.random.default_rng(seed)
-    streams = {name: rng for name in ("placement", "fading", "requests", "inputs")}
-    slots = []
-    for k in range(count):
-        location = int(rng.choice(len(world.location.initial), p=world.location.initial))
-        slots.append(world.draw_slot(streams, 0, k, popularity_index, location))
-    return slots
-
-
 class OptimalCaching:
     """Per frame, the best cache (11d) for the frame's popularity state.
 
@@ -442,14 +426,17 @@ class OptimalCaching:
     name = "optimal"
 
     def __init__(
-        self, config: ScenarioConfig, catalogue: ModelCatalogue, samples: int = 32
+        self,
+        config: ScenarioConfig,
+        catalogue: ModelCatalogue,
+        sample_slots: SlotSampler,
+        samples: int = 32,
     ) -> None:
         self.config = config
+        self.sample_slots = sample_slots
         self.samples = samples
         self.allocator = OptimalAllocation(config, catalogue)
         self.caches = feasible_caches(catalogue.size_gb, config.catalogue.cache_capacity_gb)
-        # role 3 keeps the sample slots apart from the evaluated episodes ([seed, episode])
-        self._seed = np.random.SeedSequence([config.seed, 0, 3])
         self._scores: dict[int, np.ndarray] = {}
 
     def reset(self, seed: np.random.SeedSequence) -> None:
@@ -472,10 +459,8 @@ class OptimalCaching:
         return self.caches[int(np.argmin(self.scores(frame.popularity_index)))].copy()
 
     def _score_all(self, popularity_index: int) -> np.ndarray:
-        seed = np.random.SeedSequence(
-            self._seed.entropy, spawn_key=(*self._seed.spawn_key, popularity_index)
-        )
-        slots = sample_slots(self.config, popularity_index, self.samples, seed)
+        seed = optimal_samples_seed(self.config.seed, popularity_index)
+        slots = self.sample_slots(self.config, popularity_index, self.samples, seed)
         total = np.zeros(len(self.caches))
         for slot in slots:
             total += self._score_slot(slot)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.config import ModelCatalogue, ScenarioConfig
-from testbed.simulator import even_allocation
-from testbed.system_model import greedy_cache
-from ue_emulator.world import FrameState, SlotState
+from testbed.core.config import ModelCatalogue, ScenarioConfig
+from testbed.core.records import FrameState, SlotState
+from testbed.core.system_model import even_allocation, greedy_cache
 
 
 class RandomCaching:

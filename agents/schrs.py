@@ -23,10 +23,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from testbed.config import ModelCatalogue, ScenarioConfig
-from testbed.simulator import popular_cache, score_slot
-from testbed.system_model import RadioParams, amend_allocation
-from ue_emulator.world import FrameState, SlotState
+from testbed.core.config import ModelCatalogue, ScenarioConfig
+from testbed.core.records import FrameState, SlotState
+from testbed.core.system_model import RadioParams, amend_allocation, popular_cache, score_slot
 
 
 class StaticPopularCaching:

@@ -1,50 +1,40 @@
 """T2DRL, Algorithm 1: DDQN caches once per frame, D3PG (or DDPG) allocates once per slot.
 
-``train(TrainConfig) -> dict`` runs H episodes x T frames x K slots, each agent learning
-from its own buffer (E per slot, F per frame), and writes a run folder:
-
-* ``config.toml`` (the scenario), ``train.json`` (these hyperparameters), ``run.json``
-  (git revision, package versions, device);
-* ``metrics.csv`` (one row per episode) and TensorBoard events under ``tb/``
-  (tags ``charts/``, ``losses/``);
-* ``checkpoint/``: every network, optimizer, replay buffer and random state as
-  safetensors (never pickle) plus ``state.json``; ``train(..., resume=True)`` continues
-  from it and reproduces the uninterrupted run exactly.
-
-Training worlds are seeded apart from the evaluation worlds of ``testbed simulate`` (the
-same run seed never trains and evaluates on the same episodes).
+This module is the algorithm: the hyperparameters (:class:`TrainConfig`), the two agents of
+one instance (:class:`T2DRLAgents`), the differentiable Sec. 6.2.2 amender, and the two
+learners that sit in the frame/slot loop (:class:`AllocationLearner`, lines 13-35 of
+Algorithm 1, and :class:`CachingLearner`, lines 7 and 38-46): each is a policy plus the
+loop hooks through which it observes, stores its transitions and updates. The loop itself,
+the run folder, the metrics and the checkpoints are the application's
+(``testbed.training``); trained agents act through :class:`LearnedCaching` and
+:class:`LearnedAllocation` with exploration off.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file as load_numpy
-from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import load_file, save_file
-from tqdm import tqdm
+from safetensors.torch import load_file
 
 from agents.d3pg import D3PG, D3PGConfig
 from agents.ddpg import DDPG, ActorCriticConfig
 from agents.ddqn import DDQN, DDQNConfig
-from testbed.config import ModelCatalogue, ScenarioConfig, build_catalogue, load_config, save_config
-from testbed.envs import slot_observation
-from testbed.simulator import Simulator
-from testbed.system_model import (
+from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue, load_config
+from testbed.core.observation import ObservationCodec
+from testbed.core.protocols import Hooks
+from testbed.core.records import FrameState, FrameStep, SlotState, SlotStep
+from testbed.core.seeding import agent_seeds
+from testbed.core.system_model import (
     STEP_AMENDERS,
     amend_allocation,
     amend_cache,
-    frame_reward,
+    served_at_edge,
 )
-from ue_emulator.world import FrameState, SlotState
 
 AGENTS = ("t2drl", "ddpg-t2drl")
 PRESETS = ("default", "paper")
@@ -65,7 +55,7 @@ METRIC_COLUMNS = (
     "wall_s",
 )
 EVAL_COLUMNS = ("eval_mean_slot_reward", "eval_utility", "eval_hit_ratio")
-_TRAIN_ROLE = 7  # seeds training worlds apart from evaluation worlds (runner: [seed, episode])
+LOSS_KEYS = ("critic_loss", "actor_loss", "q_loss")
 
 
 @dataclass
@@ -138,35 +128,39 @@ def _with_overrides(cls: type, values: dict[str, Any]) -> Any:
 
 
 class TorchAmender:
-    """Sec. 6.2.2 in torch, differentiable: (normalised eq. (21) state, raw action) -> (b, xi).
+    """Sec. 6.2.2 in torch, differentiable: (served mask, raw action) -> executed (b, xi).
 
-    The served mask rho_{phi_u} is read back from the state (phi_u / (M-1) and rho), so the
-    critic sees the allocation that was executed and the actor's gradient flows through
-    the normalisation (the raw action's scale, which the amender ignores, gets none).
-    Mirrors :func:`testbed.system_model.amend_bandwidth` and ``amend_steps``.
+    The served mask rho_{phi_u} comes from the slot (stored beside each transition), never
+    decoded from the normalised observation, so the critic sees exactly the allocation that
+    was executed; the actor's gradient flows through the normalisation (the raw action's
+    scale, which the amender ignores, gets none). The torch form of
+    :func:`testbed.core.system_model.amend_allocation`; a property test ties the two.
     """
 
-    def __init__(self, num_users: int, num_models: int, steps_mode: str = "paper") -> None:
-        self.u, self.m, self.steps_mode = num_users, num_models, steps_mode
+    def __init__(self, num_users: int, steps_mode: str = "paper") -> None:
+        if steps_mode not in STEP_AMENDERS:
+            raise ValueError(f"steps amender {steps_mode!r}: allowed {list(STEP_AMENDERS)}")
+        self.u, self.steps_mode = num_users, steps_mode
 
-    def __call__(self, state: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        u, m = self.u, self.m
-        services = torch.round(state[:, u : 2 * u] * max(m - 1, 1)).long()
-        cache = state[:, 2 * u : 2 * u + m] > 0.5
-        served = torch.gather(cache, 1, services).float()
+    def __call__(self, served: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        u = self.u
         b_raw = raw[:, :u].clamp_min(0.0)
         b_total = b_raw.sum(dim=1, keepdim=True)
-        b = torch.where(
-            b_total > 0, b_raw / b_total.clamp_min(1e-12), torch.full_like(b_raw, 1 / u)
-        )
+        b = torch.where(b_total > 0, b_raw / _nonzero(b_total), torch.full_like(b_raw, 1 / u))
         xi_raw = raw[:, u:].clamp_min(0.0) * served
         xi_total = xi_raw.sum(dim=1, keepdim=True)
         if self.steps_mode == "cap":
             xi = xi_raw / xi_total.clamp_min(1.0)
         else:
             even = served / served.sum(dim=1, keepdim=True).clamp_min(1.0)
-            xi = torch.where(xi_total > 0, xi_raw / xi_total.clamp_min(1e-12), even)
+            xi = torch.where(xi_total > 0, xi_raw / _nonzero(xi_total), even)
         return torch.cat([b, xi], dim=1)
+
+
+def _nonzero(total: torch.Tensor) -> torch.Tensor:
+    """``total`` with zeros replaced by 1 (the branch torch.where then discards), as numpy's
+    amenders do, so that any positive total, however small, divides exactly."""
+    return torch.where(total > 0, total, torch.ones_like(total))
 
 
 class T2DRLAgents:
@@ -174,11 +168,12 @@ class T2DRLAgents:
 
     def __init__(self, scenario: ScenarioConfig, train: TrainConfig) -> None:
         u, m = scenario.network.num_users, scenario.catalogue.num_models
-        seq = np.random.SeedSequence([train.seed, 1])
-        alloc_seed, cache_seed = seq.spawn(2)
+        alloc_seed, cache_seed = agent_seeds(train.seed)
         cls = D3PG if train.agent == "t2drl" else DDPG
-        self.allocator: DDPG = cls(4 * u + m, 2 * u, allocator_config(train), alloc_seed)
-        self.allocator.amend = TorchAmender(u, m, steps_amender(train))
+        self.allocator: DDPG = cls(
+            4 * u + m, 2 * u, allocator_config(train), alloc_seed, mask_dim=u
+        )
+        self.allocator.amend = TorchAmender(u, steps_amender(train))
         self.caching = DDQN(m, caching_config(train), cache_seed)
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -235,18 +230,16 @@ class LearnedAllocation:
         name: str,
         steps_amender: str = "paper",
     ) -> None:
-        self.agent, self.config, self.catalogue, self.name = agent, config, catalogue, name
-        self.num_users = config.network.num_users
+        self.agent, self.name = agent, name
+        self.codec = ObservationCodec(config, catalogue)
         self.steps_amender = steps_amender
 
     def reset(self, seed: np.random.SeedSequence) -> None:
         del seed  # deterministic in evaluation
 
     def allocate(self, slot: SlotState, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        obs = slot_observation(slot, cache, self.catalogue, self.config)
-        raw = self.agent.act(obs, explore=False)
-        served = np.asarray(cache, dtype=bool)[slot.services]
-        return amend_allocation(raw, served, self.steps_amender)
+        raw = self.agent.act(self.codec.encode(slot, cache), explore=False)
+        return amend_allocation(raw, served_at_edge(cache, slot.services), self.steps_amender)
 
 
 class LearnedCaching:
@@ -291,209 +284,107 @@ def load_policies(
     return caching, allocation
 
 
-class _Trainer:
-    def __init__(self, scenario: ScenarioConfig, train: TrainConfig, out: Path) -> None:
-        self.scenario, self.train, self.out = scenario, train, out
-        self.sim = Simulator(scenario)
-        self.agents = T2DRLAgents(scenario, train)
-        self.amender = steps_amender(train)
-        self.episode = 0
+class AllocationLearner(Hooks):
+    """The allocator in training (Algorithm 1, lines 13-35): explores, stores, updates.
 
-    def play_episode(self) -> dict[str, float]:
-        """One episode of Algorithm 1 (lines 4-47)."""
-        sc, alloc, cacher = self.scenario, self.agents.allocator, self.agents.caching
-        frames, slots = sc.timing.num_frames, sc.timing.slots_per_frame
-        total_frames = self.train.episodes * frames
-        self.sim.reset(np.random.SeedSequence([self.train.seed, self.episode, _TRAIN_ROLE]))
-        losses: dict[str, list[float]] = {"critic_loss": [], "actor_loss": [], "q_loss": []}
-        frame_rewards, slot_rewards, utils, hits, viols = [], [], [], [], []
-        frame = self.sim.begin_frame()
-        pending: tuple[np.ndarray, np.ndarray, float] | None = None
-        for t in range(frames):
-            cacher.set_progress((self.episode * frames + t) / total_frames)
-            action = cacher.act(frame.gamma, explore=True)  # line 7
-            cache = amend_cache(action, self.sim.num_models)  # Sec. 6.3.2
-            rewards = np.empty(slots)
-            for k in range(slots):
-                slot = self.sim.next_slot()
-                obs = slot_observation(slot, cache, self.sim.catalogue, sc)  # eq. (21), line 13
-                if pending is not None:  # s_t(k+1) of the previous slot is known now
-                    alloc.store(*pending, obs, False)
-                raw = alloc.act(obs, explore=True)  # lines 15-26
-                b, xi = amend_allocation(raw, cache[slot.services], self.amender)
-                outcome = self.sim.evaluate(slot, cache, b, xi)
-                rewards[k] = outcome.reward  # eq. (23), line 27
-                pending = (obs, np.concatenate([b, xi]), float(outcome.reward))  # a_t(k), eq. (22)
-                if alloc.ready():  # lines 30-35
-                    for key, value in alloc.update().items():
-                        losses[key].append(value)
-                utils.append(float(outcome.utility.mean()))
-                hits.append(float(outcome.cached.mean()))
-                viols.append(float(outcome.violation.mean()))
-            r_frame = frame_reward(
-                rewards,
-                cache,
-                self.sim.catalogue.size_gb,  # eq. (32)
-                sc.catalogue.cache_capacity_gb,
-                sc.utility.frame_penalty,
-            )
-            last = t == frames - 1
-            next_frame = frame if last else self.sim.begin_frame()
-            cacher.store(frame.gamma, action, r_frame, next_frame.gamma, last)  # line 41
-            if cacher.ready():  # lines 42-46
-                for _ in range(cacher.config.updates_per_frame):
-                    losses["q_loss"].append(cacher.update()["q_loss"])
-            frame = next_frame
-            frame_rewards.append(r_frame)
-            slot_rewards.extend(rewards)
-        assert pending is not None
-        alloc.store(*pending, pending[0], True)  # the episode's last slot
-        self.episode += 1
-        return {
-            "episode_reward": float(np.sum(frame_rewards)),
-            "mean_slot_reward": float(np.mean(slot_rewards)),
-            "utility": float(np.mean(utils)),
-            "hit_ratio": float(np.mean(hits)),
-            "violation_rate": float(np.mean(viols)),
-            **{k: float(np.mean(v)) if v else float("nan") for k, v in losses.items()},
-            "epsilon": cacher.epsilon,
-        }
-
-    def evaluate(self) -> dict[str, float]:
-        """The current agents with exploration off, on one fixed unseen episode."""
-        from testbed.runner import EVAL_SEED_OFFSET, run
-
-        name = self.train.agent
-        caching = LearnedCaching(self.agents.caching, self.sim.num_models, name)
-        allocation = LearnedAllocation(
-            self.agents.allocator, self.scenario, self.sim.catalogue, name, self.amender
-        )
-        eval_config = self.scenario.replace(seed=self.train.seed + EVAL_SEED_OFFSET)
-        summary, _ = run(eval_config, caching, allocation, 1, catalogue=self.sim.catalogue)
-        return {
-            "eval_mean_slot_reward": summary.mean_slot_reward,
-            "eval_utility": summary.utility,
-            "eval_hit_ratio": summary.hit_ratio,
-        }
-
-    def save(self) -> None:
-        ckpt = self.out / "checkpoint"
-        ckpt.mkdir(parents=True, exist_ok=True)
-        save_file(self.agents.tensors(), ckpt / "networks.safetensors")
-        for agent in (self.agents.allocator, self.agents.caching):
-            save_numpy(agent.buffer.arrays(), ckpt / f"replay_{agent.name}.safetensors")
-        state = {
-            "episode": self.episode,
-            "rng": {
-                "allocator": self.agents.allocator.rng.bit_generator.state,
-                "caching": self.agents.caching.rng.bit_generator.state,
-            },
-            "epsilon": self.agents.caching.epsilon,
-        }
-        (ckpt / "state.json").write_text(json.dumps(state, indent=2, default=int) + "\n")
-
-    def load(self) -> None:
-        ckpt = self.out / "checkpoint"
-        self.agents.load_tensors(load_file(ckpt / "networks.safetensors"))
-        for agent in (self.agents.allocator, self.agents.caching):
-            agent.buffer.load_arrays(load_numpy(ckpt / f"replay_{agent.name}.safetensors"))
-        state = json.loads((ckpt / "state.json").read_text())
-        self.episode = int(state["episode"])
-        self.agents.allocator.rng.bit_generator.state = state["rng"]["allocator"]
-        self.agents.caching.rng.bit_generator.state = state["rng"]["caching"]
-        self.agents.caching.epsilon = float(state["epsilon"])
-
-
-def train(
-    train_config: TrainConfig,
-    scenario: ScenarioConfig,
-    out: str | Path,
-    resume: bool = False,
-    progress: bool = False,
-    run_info: dict[str, Any] | None = None,
-    on_episode: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Run (or continue) Algorithm 1; returns the last episode's metrics and the folder.
-
-    ``on_episode`` is called with each episode's metrics row after it is written.
+    A policy for the frame/slot driver and a hook on it. Each slot it observes s_t(k)
+    (eq. (21)), stores the previous slot's transition now that s_t(k+1) is known, acts with
+    exploration and amends (Sec. 6.2.2); after the slot is served it keeps
+    (s, a, r) of eqs. (21)-(23) and updates once when the buffer is ready. The episode's
+    last transition is stored as terminal.
     """
-    train_config.validate()
-    out = Path(out)
-    torch.set_num_threads(train_config.threads)
-    if resume:
-        stored = TrainConfig(**json.loads((out / "train.json").read_text()))
-        stored.episodes = train_config.episodes
-        train_config = stored
-        scenario = load_config(out / "config.toml")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(scenario, out / "config.toml")
-        (out / "train.json").write_text(json.dumps(asdict(train_config), indent=2) + "\n")
-        if run_info is not None:
-            (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
-    trainer = _Trainer(scenario, train_config, out)
-    metrics_path = out / "metrics.csv"
-    if resume:
-        trainer.load()
-        _truncate_metrics(metrics_path, trainer.episode)
-    else:
-        with open(metrics_path, "w", newline="") as fh:
-            csv.writer(fh).writerow(METRIC_COLUMNS)
-    from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tb"), purge_step=trainer.episode)
-    start = time.perf_counter()
-    last: dict[str, Any] = {}
-    bar = tqdm(
-        total=train_config.episodes,
-        initial=trainer.episode,
-        unit="episode",
-        disable=not progress,
-        leave=False,
-    )
-    try:
-        while trainer.episode < train_config.episodes:
-            row = trainer.play_episode()
-            evaluated = trainer.episode % train_config.eval_every == 0
-            row.update(trainer.evaluate() if evaluated else dict.fromkeys(EVAL_COLUMNS, np.nan))
-            row = {"episode": trainer.episode - 1, **row, "wall_s": time.perf_counter() - start}
-            with open(metrics_path, "a", newline="") as fh:
-                csv.writer(fh).writerow([row[c] for c in METRIC_COLUMNS])
-            _log(writer, row)
-            bar.update()
-            bar.set_postfix(reward=f"{row['mean_slot_reward']:.2f}", hit=f"{row['hit_ratio']:.2f}")
-            last = row
-            if trainer.episode % train_config.checkpoint_every == 0:
-                trainer.save()
-            if on_episode is not None:
-                on_episode(row)
-    finally:
-        bar.close()
-        writer.close()
-    trainer.save()
-    return {"out": str(out), **last}
+    def __init__(
+        self,
+        agent: DDPG,
+        config: ScenarioConfig,
+        catalogue: ModelCatalogue,
+        name: str,
+        steps_amender: str,
+    ) -> None:
+        self.agent, self.name, self.steps_amender = agent, name, steps_amender
+        self.codec = ObservationCodec(config, catalogue)
+        self.losses: dict[str, list[float]] = {"critic_loss": [], "actor_loss": []}
+        self._current: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._pending: tuple[np.ndarray, np.ndarray, float, np.ndarray] | None = None
+
+    def reset(self, seed: np.random.SeedSequence) -> None:
+        del seed  # the agent's own generators carry on across episodes
+
+    def allocate(self, slot: SlotState, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        obs = self.codec.encode(slot, cache)  # eq. (21), line 13
+        served = served_at_edge(cache, slot.services)
+        if self._pending is not None:  # s_t(k+1) of the previous slot is known now
+            state, action, reward, mask = self._pending
+            self.agent.store(state, action, reward, obs, False, mask, served)
+        raw = self.agent.act(obs, explore=True)  # lines 15-26
+        b, xi = amend_allocation(raw, served, self.steps_amender)
+        self._current = (obs, np.concatenate([b, xi]), served)  # a_t(k), eq. (22)
+        return b, xi
+
+    def on_slot(self, step: SlotStep) -> None:
+        assert self._current is not None
+        obs, action, served = self._current
+        self._pending = (obs, action, float(step.outcome.reward), served)  # eq. (23), line 27
+        if self.agent.ready():  # lines 30-35
+            for key, value in self.agent.update().items():
+                self.losses[key].append(value)
+
+    def on_episode_end(self, episode: int) -> None:
+        assert self._pending is not None
+        state, action, reward, mask = self._pending
+        self.agent.store(state, action, reward, state, True, mask, mask)  # the last slot
+        self._pending = None
 
 
-def _log(writer: Any, row: dict[str, float]) -> None:
-    step = int(row["episode"])
-    for key in (
-        "episode_reward",
-        "mean_slot_reward",
-        "utility",
-        "hit_ratio",
-        "violation_rate",
-        "epsilon",
-    ):
-        writer.add_scalar(f"charts/{key}", row[key], step)
-    for key in ("critic_loss", "actor_loss", "q_loss"):
-        if np.isfinite(row[key]):
-            writer.add_scalar(f"losses/{key}", row[key], step)
-    for key in EVAL_COLUMNS:
-        if np.isfinite(row[key]):
-            writer.add_scalar(f"eval/{key.removeprefix('eval_')}", row[key], step)
+class CachingLearner(Hooks):
+    """The DDQN in training (Algorithm 1, lines 7 and 38-46): epsilon-greedy, stores, updates.
 
+    A caching policy for the driver and a hook on it. At the start of frame t it stores
+    frame t-1's transition (gamma(t) is its next state), updates F times when ready, then
+    picks a~(t) with epsilon decayed over training and amends it (Sec. 6.3.2). The frame
+    reward is eq. (32) of the served slots; the episode's last frame is terminal.
+    """
 
-def _truncate_metrics(path: Path, episodes: int) -> None:
-    """Keep the header and the rows of the episodes the checkpoint holds."""
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[: episodes + 1]))
+    def __init__(self, agent: DDQN, num_models: int, frames_per_episode: int, episodes: int):
+        self.agent, self.num_models = agent, num_models
+        self.name = "ddqn"
+        self.frames_per_episode = frames_per_episode
+        self.total_frames = episodes * frames_per_episode
+        self.frames_done = 0
+        self.losses: dict[str, list[float]] = {"q_loss": []}
+        self._current: tuple[float, int] | None = None
+        self._pending: tuple[float, int, float] | None = None
+
+    def reset(self, seed: np.random.SeedSequence) -> None:
+        del seed
+
+    def on_episode_start(self, episode: int) -> None:
+        self.frames_done = episode * self.frames_per_episode
+
+    def select_cache(self, frame: FrameState) -> np.ndarray:
+        if self._pending is not None:
+            self._store(frame.gamma, done=False)
+        self.agent.set_progress(self.frames_done / self.total_frames)
+        action = self.agent.act(frame.gamma, explore=True)  # line 7
+        self._current = (frame.gamma, action)
+        self.frames_done += 1
+        return amend_cache(action, self.num_models)  # Sec. 6.3.2
+
+    def on_frame_end(self, step: FrameStep) -> None:
+        assert self._current is not None
+        gamma, action = self._current
+        self._pending = (gamma, action, step.reward)  # eq. (32)
+
+    def on_episode_end(self, episode: int) -> None:
+        assert self._pending is not None
+        self._store(self._pending[0], done=True)
+
+    def _store(self, next_gamma: float, done: bool) -> None:
+        assert self._pending is not None
+        gamma, action, reward = self._pending
+        self.agent.store(gamma, action, reward, next_gamma, done)  # line 41
+        self._pending = None
+        if self.agent.ready():  # lines 42-46
+            for _ in range(self.agent.config.updates_per_frame):
+                self.losses["q_loss"].append(self.agent.update()["q_loss"])

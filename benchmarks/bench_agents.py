@@ -16,9 +16,11 @@ import time
 
 import torch
 
-from agents.t2drl import LearnedAllocation, T2DRLAgents, TrainConfig, train
-from testbed.config import ScenarioConfig, build_catalogue
-from testbed.simulator import Simulator, popular_cache
+from agents.t2drl import LearnedAllocation, T2DRLAgents, TrainConfig
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.system_model import popular_cache
+from testbed.training import train
+from ue_emulator.world import World
 
 TARGET_MS = {"t2drl": 1.5, "ddpg-t2drl": 0.5}
 H_DEFAULT, TARGET_TRAIN_S = 500, 20 * 60
@@ -30,11 +32,11 @@ def decision_ms(agent: str, users: int, slots: int = 200, repeats: int = 5) -> f
     catalogue = build_catalogue(config.catalogue)
     agents = T2DRLAgents(config, TrainConfig(agent=agent))
     policy = LearnedAllocation(agents.allocator, config, catalogue, agent)
-    sim = Simulator(config, catalogue)
-    sim.reset(0)
-    frame = sim.begin_frame()
+    world = World(config)
+    world.reset(0)
+    frame = world.begin_frame()
     cache = popular_cache(config, catalogue, frame.gamma)
-    slot = sim.next_slot()
+    slot = world.next_slot()
     for _ in range(20):  # warm-up: first calls pay for allocator and kernel set-up
         policy.allocate(slot, cache)
     times = []

@@ -21,9 +21,11 @@ import numpy as np
 
 from agents.optimal import OptimalAllocation, OptimalCaching
 from agents.schrs import GeneticAllocation, StaticPopularCaching
-from testbed.config import ScenarioConfig
-from testbed.simulator import Simulator, even_allocation
-from ue_emulator.world import SlotState
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.records import SlotState
+from testbed.core.system_model import even_allocation
+from testbed.simulator import SimulatedExecutor
+from ue_emulator.world import World, sample_slots
 
 TARGET_GA_MS = 100.0
 TARGET_OPTIMAL_MS = 50.0
@@ -44,18 +46,21 @@ def _timed_ms(
 
 def decision_times(num_users: int, slots: int, repeats: int) -> dict[str, float]:
     """Median ms per slot of both policies, and the mean per-user utility of each allocation."""
-    sim = Simulator(ScenarioConfig().replace(**{"network.num_users": num_users}))
-    cache = StaticPopularCaching(sim.config, sim.catalogue).cache
-    ga = GeneticAllocation(sim.config, sim.catalogue)
+    config = ScenarioConfig().replace(**{"network.num_users": num_users})
+    catalogue = build_catalogue(config.catalogue)
+    executor = SimulatedExecutor(config, catalogue)
+    world = World(config)
+    cache = StaticPopularCaching(config, catalogue).cache
+    ga = GeneticAllocation(config, catalogue)
     ga.reset(np.random.SeedSequence(0))
-    optimal = OptimalAllocation(sim.config, sim.catalogue)
-    sim.reset(0)
+    optimal = OptimalAllocation(config, catalogue)
+    world.reset(0)
     ga_ms, optimal_ms = [], []
     utility: dict[str, list[float]] = {"even": [], "ga": [], "optimal": []}
     for k in range(slots):
-        if k % sim.config.timing.slots_per_frame == 0:
-            sim.begin_frame()
-        slot = sim.next_slot()
+        if k % config.timing.slots_per_frame == 0:
+            world.begin_frame()
+        slot = world.next_slot()
         for _ in range(repeats):
             elapsed_ms, ga_allocation = _timed_ms(ga.allocate, slot, cache)
             ga_ms.append(elapsed_ms)
@@ -67,7 +72,7 @@ def decision_times(num_users: int, slots: int, repeats: int) -> dict[str, float]
             "optimal": optimal_allocation,
         }
         for name, (b, xi) in allocations.items():
-            utility[name].append(float(sim.evaluate(slot, cache, b, xi).utility.mean()))
+            utility[name].append(float(executor.execute(slot, cache, b, xi).utility.mean()))
     return {
         "ga_ms": statistics.median(ga_ms),
         "optimal_ms": statistics.median(optimal_ms),
@@ -78,7 +83,9 @@ def decision_times(num_users: int, slots: int, repeats: int) -> dict[str, float]
 def caching_precompute_s(samples: int) -> float:
     """Wall time of ``OptimalCaching`` scoring every feasible cache at every popularity state."""
     config = ScenarioConfig()
-    caching = OptimalCaching(config, Simulator(config).catalogue, samples=samples)
+    caching = OptimalCaching(
+        config, build_catalogue(config.catalogue), sample_slots, samples=samples
+    )
     start = time.perf_counter()
     for index in range(len(config.catalogue.popularity_states)):
         caching.scores(index)

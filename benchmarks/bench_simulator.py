@@ -1,7 +1,7 @@
 """Simulator throughput with random actions (target: >= 5,000 slots/s at the default scenario).
 
 Three figures, measured side by side in one run, each the median of several repeats:
-* core: World draws + amenders + eq. (2)-(10), (23) scoring (``Simulator``);
+* core: World draws + amenders + eq. (2)-(10), (23) scoring (``SimulatedExecutor``);
 * env:  ``testbed/ResourceAllocation-v0`` ``step`` with random actions (adds eq. (21));
 * runner+trace: the runner with RCARS, writing the Parquet trace.
 
@@ -19,32 +19,34 @@ from pathlib import Path
 import numpy as np
 
 from agents.rcars import EvenAllocation, RandomCaching
-from testbed.config import ScenarioConfig
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.system_model import amend_bandwidth, amend_steps, served_at_edge
 from testbed.envs import ResourceAllocationEnv
 from testbed.runner import run
-from testbed.simulator import Simulator
-from testbed.system_model import amend_bandwidth, amend_steps
+from testbed.simulator import SimulatedExecutor
+from ue_emulator.world import World
 
 TARGET_SLOTS_PER_S = 5000.0
 
 
 def core_rate(config: ScenarioConfig, slots: int) -> float:
-    sim = Simulator(config)
+    world = World(config)
+    executor = SimulatedExecutor(config, build_catalogue(config.catalogue))
+    u = config.network.num_users
     rng = np.random.default_rng(0)
-    actions = rng.random((slots, 2 * sim.num_users))
-    cache = np.zeros(sim.num_models, dtype=bool)
+    actions = rng.random((slots, 2 * u))
+    cache = np.zeros(config.catalogue.num_models, dtype=bool)
     cache[:4] = True
-    u = sim.num_users
     k_max = config.timing.slots_per_frame
-    sim.reset(0)
+    world.reset(0)
     start = time.perf_counter()
     for i, action in enumerate(actions):
         if i % k_max == 0:
-            sim.begin_frame()
-        slot = sim.next_slot()
+            world.begin_frame()
+        slot = world.next_slot()
         b = amend_bandwidth(action[:u])
-        xi = amend_steps(action[u:], sim.served_at_edge(slot, cache))
-        sim.evaluate(slot, cache, b, xi)
+        xi = amend_steps(action[u:], served_at_edge(cache, slot.services))
+        executor.execute(slot, cache, b, xi)
     return slots / (time.perf_counter() - start)
 
 
@@ -63,16 +65,16 @@ def env_rate(config: ScenarioConfig, slots: int) -> float:
 def runner_rate(config: ScenarioConfig, slots: int) -> float:
     per_episode = config.timing.num_frames * config.timing.slots_per_frame
     episodes = max(1, slots // per_episode)
-    sim = Simulator(config)
+    catalogue = build_catalogue(config.catalogue)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         run(
             config,
-            RandomCaching(config, sim.catalogue),
-            EvenAllocation(config, sim.catalogue),
+            RandomCaching(config, catalogue),
+            EvenAllocation(config, catalogue),
             episodes,
             trace_path=Path(tmp) / "trace.parquet",
-            catalogue=sim.catalogue,
+            catalogue=catalogue,
         )
         return episodes * per_episode / (time.perf_counter() - start)
 

@@ -1,11 +1,9 @@
-"""Edge-AIGC testbed: the paper's system model, its environments, traces and the CLI.
+"""Edge-AIGC testbed: the core (``testbed.core``) and the application on top of it.
 
-Importing the package registers ``testbed/ResourceAllocation-v0`` and
-``testbed/ModelCaching-v0`` with Gymnasium.
+The core holds the scenario, the system model, the records, seeding, the observation codec
+and metrics, and imports nothing else of the project. The application (the simulator and
+runner, the frame/slot driver, the Gymnasium environments, compare, experiments, training
+and the CLI) sits on top of ``agents``, ``ue_emulator``, ``edge_node``, ``cloud_node`` and
+``calibration``. Importing this package imports nothing: ``import testbed.envs`` registers
+the Gymnasium environments. See ``docs/architecture.md``.
 """
-
-from testbed.envs import register_envs
-
-register_envs()
-
-__all__ = ["register_envs"]

@@ -1,69 +1,114 @@
 """The ``testbed`` command line.
 
 ``testbed simulate`` plays a policy on a scenario and writes a run folder:
-``trace.parquet`` (one row per user and slot), ``config.toml`` (the full scenario),
-``summary.json`` (eq. (11) utility, hit ratio, (11h) violation rate, decision time) and
-``run.json`` (git revision, package versions, device, command line).
+``trace.parquet`` (one row per user and slot), ``metrics.csv`` (one row per episode),
+``config.toml`` (the full scenario), ``summary.json`` (eq. (11) utility, hit ratio, (11h)
+violation rate, decision time) and ``run.json`` (git revision, package versions, device,
+command line).
+
+Every scenario key and every training option can be set from the command line with
+``--set SECTION.KEY=VALUE`` (repeatable; VALUE is read as TOML, e.g. ``--set
+network.num_users=14``, ``--set train.eval_every=10``, ``--set allocator.warmup=200``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
 import time
+import tomllib
+from dataclasses import asdict, fields
 from importlib import import_module
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
-from testbed.config import ConfigError, ScenarioConfig, build_catalogue, load_config, save_config
+from testbed.core.config import (
+    ConfigError,
+    ScenarioConfig,
+    build_catalogue,
+    load_config,
+    save_config,
+)
+from testbed.logs import LOG_LEVELS, configure_logging
+from testbed.policies import LEARNED, POLICIES, PolicyError
 from testbed.provenance import run_metadata
 
-LEARNED = ("t2drl", "ddpg-t2drl")
+log = logging.getLogger("testbed")
 
 # Subcommands that other packages add (imported only when present; they load torch lazily).
-_PLUGINS = ("edge_node.cli", "calibration.cli")
+_PLUGINS = ("calibration.cli",)
+_SCENARIO_SECTIONS = ("network", "timing", "catalogue", "utility")
+_TRAINING_SECTIONS = ("train", "allocator", "caching")
+_TRAIN_FLAGS = ("agent", "preset", "threads")
 
 
-def _scenario(args: argparse.Namespace) -> ScenarioConfig:
-    config = load_config(args.config) if args.config else ScenarioConfig()
-    overrides = {"seed": args.seed} if args.seed is not None else {}
+class UsageError(ValueError):
+    """A flag or ``--set`` value that cannot be used; the message names it."""
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value as TOML (numbers, booleans, arrays, quoted strings), else the text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_sets(items: list[str], sections: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``--set SECTION.KEY=VALUE`` items grouped by section (``seed`` is its own section)."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not key or (key != "seed" and (not dot or not name)):
+            raise UsageError(f"--set {item!r}: expected SECTION.KEY=VALUE or seed=VALUE")
+        if key == "seed":
+            section, name = "seed", "seed"
+        if section not in sections:
+            allowed = ["seed", *(f"{s}.KEY" for s in sections if s != "seed")]
+            raise UsageError(f"--set {key}: unknown section {section!r}; allowed: {allowed}")
+        grouped.setdefault(section, {})[name] = _parse_value(text)
+    return grouped
+
+
+def _scenario(args: argparse.Namespace, base: ScenarioConfig | None = None) -> ScenarioConfig:
+    """The scenario of ``--config`` (else ``base``, else Table 2) with ``--set``, ``--seed``
+    and ``--users`` applied."""
+    if args.config:
+        config = load_config(args.config)
+    else:
+        config = base if base is not None else ScenarioConfig()
+    sets = parse_sets(args.set, ("seed", *_SCENARIO_SECTIONS, *_TRAINING_SECTIONS))
+    overrides: dict[str, Any] = {}
+    for section in ("seed", *_SCENARIO_SECTIONS):
+        for name, value in sets.get(section, {}).items():
+            overrides[name if section == "seed" else f"{section}.{name}"] = value
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     if getattr(args, "users", None) is not None:
         overrides["network.num_users"] = args.users
     return config.replace(**overrides) if overrides else config
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from agents import make_policies
+    from testbed.policies import make_policies
     from testbed.runner import run
 
     config = _scenario(args)
+    _reject_training_sets(args)
     catalogue = build_catalogue(config.catalogue)
+    if args.policy in LEARNED and not args.checkpoint:
+        raise UsageError(f"--policy {args.policy} needs --checkpoint RUN_DIR")
+    caching, allocation = make_policies(args.policy, config, catalogue, args.checkpoint)
     out = Path(args.out or f"runs/simulate__{args.policy}__seed{config.seed}__{int(time.time())}")
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.toml")
     (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
-    if args.policy in LEARNED:
-        if not args.checkpoint:
-            print(
-                f"testbed: error: --policy {args.policy} needs --checkpoint RUN_DIR",
-                file=sys.stderr,
-            )
-            return 2
-        from agents.t2drl import load_policies
-
-        if not (Path(args.checkpoint) / "checkpoint" / "networks.safetensors").is_file():
-            print(
-                f"testbed: error: {args.checkpoint} holds no trained checkpoint "
-                "(expected checkpoint/networks.safetensors from `testbed train`)",
-                file=sys.stderr,
-            )
-            return 2
-        caching, allocation = load_policies(args.checkpoint, config, catalogue)
-    else:
-        caching, allocation = make_policies(args.policy, config, catalogue)
     summary, _ = run(
         config,
         caching,
@@ -72,6 +117,7 @@ def _simulate(args: argparse.Namespace) -> int:
         trace_path=out / "trace.parquet",
         catalogue=catalogue,
         progress=not args.quiet,
+        metrics_dir=out,
     )
     payload = {"policy": args.policy, **summary.to_dict()}
     (out / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -84,27 +130,32 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reject_training_sets(args: argparse.Namespace) -> None:
+    sets = parse_sets(args.set, ("seed", *_SCENARIO_SECTIONS, *_TRAINING_SECTIONS))
+    for section in _TRAINING_SECTIONS:
+        if section in sets:
+            key = f"{section}.{next(iter(sets[section]))}"
+            raise UsageError(f"--set {key}: training options apply to `testbed train` only")
+
+
 def _compare(args: argparse.Namespace) -> int:
     from testbed.compare import write_comparison
 
     config = _scenario(args)
+    _reject_training_sets(args)
     out = Path(args.out or f"runs/compare__seed{config.seed}__{int(time.time())}")
     seeds = range(config.seed, config.seed + args.seeds)
     checkpoints = {}
     for item in args.checkpoint:
         name, sep, path = item.partition("=")
         if not sep or name not in LEARNED:
-            print(
-                f"testbed: error: --checkpoint {item!r}: expected NAME=RUN_DIR with NAME in "
-                f"{list(LEARNED)}",
-                file=sys.stderr,
+            raise UsageError(
+                f"--checkpoint {item!r}: expected NAME=RUN_DIR with NAME in {list(LEARNED)}"
             )
-            return 2
         checkpoints[name] = Path(path)
     missing = [p for p in args.policies if p in LEARNED and p not in checkpoints]
     if missing:
-        print(f"testbed: error: {missing} need --checkpoint NAME=RUN_DIR", file=sys.stderr)
-        return 2
+        raise UsageError(f"--policies {missing} need --checkpoint NAME=RUN_DIR")
     summary = write_comparison(
         config, args.policies, seeds, args.episodes, out, not args.quiet, checkpoints
     )
@@ -120,18 +171,75 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_config_from_args(args: argparse.Namespace, seed: int) -> Any:
+    """The :class:`agents.t2drl.TrainConfig` of the flags and the ``--set train.*``,
+    ``allocator.*`` and ``caching.*`` items, checked before anything is written."""
+    from agents.t2drl import TrainConfig, allocator_config, caching_config
+
+    sets = parse_sets(args.set, ("seed", *_SCENARIO_SECTIONS, *_TRAINING_SECTIONS))
+    values: dict[str, Any] = {"episodes": args.episodes, "seed": seed}
+    values.update({flag: getattr(args, flag) for flag in _TRAIN_FLAGS if getattr(args, flag)})
+    allowed = {f.name for f in fields(TrainConfig)} - {"allocator", "caching"}
+    for name, value in sets.get("train", {}).items():
+        if name not in allowed:
+            raise UsageError(f"--set train.{name}: unknown key; allowed: {sorted(allowed)}")
+        values[name] = value
+    values["allocator"] = sets.get("allocator", {})
+    values["caching"] = sets.get("caching", {})
+    train_config = TrainConfig(**values)
+    try:
+        train_config.validate()
+        allocator_config(train_config)
+        caching_config(train_config)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    return train_config
+
+
+def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
+    """Refuse flags that contradict the stored run instead of silently dropping them."""
+    from agents.t2drl import TrainConfig
+
+    stored = TrainConfig(**json.loads((out / "train.json").read_text()))
+    for flag in _TRAIN_FLAGS:
+        given = getattr(args, flag)
+        if given is not None and given != getattr(stored, flag):
+            raise UsageError(
+                f"--{flag} {given} contradicts the stored run ({flag} = "
+                f"{getattr(stored, flag)!r} in {out / 'train.json'}); drop it to resume"
+            )
+    if args.out is not None and Path(args.out).resolve() != out.resolve():
+        raise UsageError(f"--out {args.out} contradicts --resume {out}: a run resumes in place")
+    sets = parse_sets(args.set, ("seed", *_SCENARIO_SECTIONS, *_TRAINING_SECTIONS))
+    for section in _TRAINING_SECTIONS:
+        for name, value in sets.get(section, {}).items():
+            current = getattr(stored, name, None) if section == "train" else None
+            if section != "train":
+                current = getattr(stored, section).get(name)
+            if current != value:
+                raise UsageError(
+                    f"--set {section}.{name}={value!r} contradicts the stored run "
+                    f"({current!r} in {out / 'train.json'}); drop it to resume"
+                )
+    stored_scenario = load_config(out / "config.toml")
+    if _scenario(args, base=stored_scenario).to_dict() != stored_scenario.to_dict():
+        raise UsageError(
+            f"--config/--seed/--users/--set contradict the stored scenario "
+            f"{out / 'config.toml'}; drop them to resume"
+        )
+
+
 def _train(args: argparse.Namespace) -> int:
-    from agents.t2drl import TrainConfig, train
+    from agents.t2drl import TrainConfig
+    from testbed.training import train
 
     if args.resume:
         out = Path(args.resume)
         if not (out / "checkpoint" / "state.json").is_file():
-            print(
-                f"testbed: error: --resume {out}: no checkpoint to continue from "
-                "(expected checkpoint/state.json)",
-                file=sys.stderr,
+            raise UsageError(
+                f"--resume {out}: no checkpoint to continue from (expected checkpoint/state.json)"
             )
-            return 2
+        _check_resume_flags(args, out)
         result = train(
             TrainConfig(episodes=args.episodes),
             ScenarioConfig(),
@@ -141,14 +249,10 @@ def _train(args: argparse.Namespace) -> int:
         )
     else:
         config = _scenario(args)
-        out = Path(args.out or f"runs/train__{args.agent}__seed{config.seed}__{int(time.time())}")
-        train_config = TrainConfig(
-            agent=args.agent,
-            episodes=args.episodes,
-            seed=config.seed,
-            preset=args.preset,
-            threads=args.threads,
-        )
+        train_config = train_config_from_args(args, config.seed)
+        default = f"runs/train__{train_config.agent}__seed{config.seed}__{int(time.time())}"
+        out = Path(args.out or default)
+        log.info("training %s", json.dumps(asdict(train_config)))
         result = train(
             train_config, config, out, progress=not args.quiet, run_info=run_metadata(sys.argv)
         )
@@ -167,8 +271,8 @@ def _experiment(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/experiment__{args.name}__{preset}__{int(time.time())}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
-    log = (lambda message: None) if args.quiet else print
-    run_experiment(args.name, out, args.quick, log, seeds=args.seeds, episodes=args.episodes)
+    report = (lambda message: None) if args.quiet else logging.getLogger("testbed.experiments").info
+    run_experiment(args.name, out, args.quick, report, seeds=args.seeds, episodes=args.episodes)
     print(f"{args.name} ({preset}) -> {out}")
     return 0
 
@@ -186,6 +290,7 @@ def _curves(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> int:
     config = _scenario(args)
+    _reject_training_sets(args)
     if args.out:
         save_config(config, args.out)
         print(f"wrote {args.out}")
@@ -196,31 +301,42 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from agents import POLICIES
+def _add_set(parser: argparse.ArgumentParser, training: bool = False) -> None:
+    sections = ", ".join(f"{s}.KEY" for s in _SCENARIO_SECTIONS)
+    extra = ", train.KEY, allocator.KEY, caching.KEY" if training else ""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=f"override one option (repeatable; VALUE as TOML): seed, {sections}{extra}",
+    )
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="testbed", description="Edge-AIGC testbed: simulate, calibrate, train, compare."
+    )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", help="stdlib logging level (stderr)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="play a policy on a scenario and write a run folder")
-    sim.add_argument("--policy", choices=sorted(POLICIES) + list(LEARNED), default="optimal")
+    sim.add_argument("--policy", choices=POLICIES, default="optimal")
     sim.add_argument("--checkpoint", default=None, help="run folder of `testbed train`")
     sim.add_argument("--episodes", type=int, default=1, help="episodes of T frames x K slots")
     sim.add_argument("--seed", type=int, default=None, help="run seed (overrides the config's)")
     sim.add_argument("--users", type=int, default=None, help="U (overrides the config's)")
     sim.add_argument("--out", default=None, help="run folder (default: runs/simulate__...)")
     sim.add_argument("--config", default=None, help="scenario TOML (default: the paper's)")
+    _add_set(sim)
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(handler=_simulate)
 
     cmp_ = sub.add_parser("compare", help="several policies on the same worlds over seeds")
     cmp_.add_argument(
-        "--policies",
-        nargs="+",
-        choices=sorted(POLICIES) + list(LEARNED),
-        default=["optimal", "schrs", "rcars"],
+        "--policies", nargs="+", choices=POLICIES, default=["optimal", "schrs", "rcars"]
     )
     cmp_.add_argument(
         "--checkpoint",
@@ -235,28 +351,30 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--users", type=int, default=None)
     cmp_.add_argument("--out", default=None)
     cmp_.add_argument("--config", default=None)
+    _add_set(cmp_)
     cmp_.add_argument("--quiet", action="store_true")
     cmp_.set_defaults(handler=_compare)
 
     trn = sub.add_parser("train", help="train T2DRL (DDQN + D3PG) or DDPG-based T2DRL")
-    trn.add_argument("--agent", choices=list(LEARNED), default="t2drl")
+    trn.add_argument("--agent", choices=list(LEARNED), default=None, help="default: t2drl")
     trn.add_argument("--episodes", type=int, default=500, help="H (Table 2: 500)")
     trn.add_argument("--seed", type=int, default=None)
     trn.add_argument("--users", type=int, default=None)
     trn.add_argument(
         "--preset",
         choices=["default", "paper"],
-        default="default",
-        help="`paper`: Adam at 1e-6 for every network (Sec. 7.1)",
+        default=None,
+        help="`paper`: Adam at 1e-6 for every network (Sec. 7.1); default: `default`",
     )
-    trn.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    trn.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
     trn.add_argument("--out", default=None)
     trn.add_argument("--config", default=None)
+    _add_set(trn, training=True)
     trn.add_argument(
         "--resume",
         default=None,
         metavar="DIR",
-        help="continue an interrupted run (up to --episodes)",
+        help="continue an interrupted run (up to --episodes); other flags must agree with it",
     )
     trn.add_argument("--quiet", action="store_true")
     trn.set_defaults(handler=_train)
@@ -283,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--config", default=None, help="scenario TOML to start from")
     cfg.add_argument("--seed", type=int, default=None)
     cfg.add_argument("--users", type=int, default=None)
+    _add_set(cfg)
     cfg.add_argument("--out", default=None, help="write TOML here instead of printing it")
     cfg.set_defaults(handler=_config)
 
@@ -298,10 +417,11 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
     if threading.current_thread() is threading.main_thread():
         # a terminated run unwinds like Ctrl-C, so the trace writer keeps every row
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    for flag in ("episodes", "seeds"):
+    for flag in ("episodes", "seeds", "threads"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             print(f"testbed: error: --{flag} must be >= 1", file=sys.stderr)
@@ -310,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except ConfigError as exc:
         print(f"testbed: config error: {exc}", file=sys.stderr)
+        return 2
+    except (UsageError, PolicyError) as exc:
+        print(f"testbed: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("testbed: interrupted; rows simulated so far are kept", file=sys.stderr)

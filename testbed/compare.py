@@ -14,21 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from testbed.config import ScenarioConfig, build_catalogue
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.metrics import summarise
+from testbed.policies import make_policies
 from testbed.runner import run
 
 METRICS = ("utility", "hit_ratio", "violation_rate", "mean_slot_reward", "decision_ms_per_slot")
-
-
-def confidence_halfwidth(values: np.ndarray, level: float = 0.95) -> float:
-    """Half-width of the Student-t confidence interval of the mean (0 for a single value)."""
-    values = np.asarray(values, dtype=float)
-    if values.size < 2:
-        return 0.0
-    sem = values.std(ddof=1) / np.sqrt(values.size)
-    return float(stats.t.ppf(0.5 + level / 2, values.size - 1) * sem)
 
 
 def compare_policies(
@@ -44,40 +36,19 @@ def compare_policies(
     A policy named in ``checkpoints`` (e.g. ``{"t2drl": run_dir}``) is a trained run of
     ``testbed train``, evaluated with exploration off.
     """
-    from agents import make_policies
-
     checkpoints = checkpoints or {}
     catalogue = build_catalogue(config.catalogue)
     rows = []
     for policy in policies:
         for seed in seeds:
             seeded = config.replace(seed=int(seed))
-            if policy in checkpoints:
-                from agents.t2drl import load_policies
-
-                caching, allocation = load_policies(checkpoints[policy], seeded, catalogue)
-            else:
-                caching, allocation = make_policies(policy, seeded, catalogue)
+            caching, allocation = make_policies(policy, seeded, catalogue, checkpoints.get(policy))
             summary, _ = run(
                 seeded, caching, allocation, episodes, catalogue=catalogue, progress=progress
             )
             rows.append(
                 {"policy": policy, "seed": int(seed), **{m: getattr(summary, m) for m in METRICS}}
             )
-    return pd.DataFrame(rows)
-
-
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% CI half-width of every metric per policy (in the order first seen)."""
-    order = list(dict.fromkeys(results["policy"]))
-    rows = []
-    for policy in order:
-        group = results[results["policy"] == policy]
-        row: dict[str, float | str | int] = {"policy": policy, "seeds": len(group)}
-        for metric in METRICS:
-            row[metric] = float(group[metric].mean())
-            row[f"{metric}_ci95"] = confidence_halfwidth(group[metric].to_numpy())
-        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -123,7 +94,7 @@ def write_comparison(
     out.mkdir(parents=True, exist_ok=True)
     results = compare_policies(config, policies, seeds, episodes, progress, checkpoints)
     results.to_csv(out / "compare.csv", index=False)
-    summary = summarise(results)
+    summary = summarise(results, ["policy"], METRICS)
     summary.to_csv(out / "compare_summary.csv", index=False)
     title = (
         f"U={config.network.num_users}, C={config.catalogue.cache_capacity_gb:g} GB, "

@@ -11,7 +11,12 @@
   frame are allocated by a pluggable allocation policy (default: the even split).
 
 An episode is T frames (T x K slots); it ends by truncation. ``reset(seed=...)`` reseeds
-the world, so one seed gives the identical episode.
+the world, so one seed gives the identical episode. Both play the one frame/slot driver
+(``testbed.driver``) step by step; the observation is the core's eq. (21) codec.
+
+Importing this module registers both ids with Gymnasium (registration lives here, in the
+application layer, not in the core); ``gym.make("testbed.envs:testbed/ModelCaching-v0")``
+imports it on demand.
 """
 
 from __future__ import annotations
@@ -23,56 +28,21 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from testbed.config import BITS_PER_MB, ModelCatalogue, ScenarioConfig
-from testbed.simulator import AllocationPolicy, Simulator, even_allocation, popular_cache
-from testbed.system_model import (
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.observation import ObservationCodec
+from testbed.core.protocols import AllocationPolicy
+from testbed.core.records import FrameState, SlotOutcome, SlotState
+from testbed.core.seeding import env_allocation_seed
+from testbed.core.system_model import (
     STEP_AMENDERS,
-    SlotOutcome,
     amend_allocation,
     amend_cache,
-    frame_reward,
+    cache_fits,
+    even_allocation,
+    popular_cache,
+    served_at_edge,
 )
-from ue_emulator.world import FrameState, SlotState
-
-GAIN_DB_RANGE = (-160.0, -40.0)
-"""Channel gains 10 log10(h) are mapped linearly from this range onto [0, 1] (clipped)."""
-
-
-def slot_state(
-    slot: SlotState, cache: np.ndarray, output_bits: np.ndarray
-) -> dict[str, np.ndarray]:
-    """The raw state of eq. (21): h, phi, rho, d_in, d_op."""
-    return {
-        "channel_gain": slot.channel_gain,
-        "services": slot.services,
-        "cache": np.array(cache, dtype=bool),
-        "input_bits": slot.input_bits,
-        "output_bits": output_bits[slot.services],
-    }
-
-
-def normalise_state(state: dict[str, np.ndarray], config: ScenarioConfig) -> np.ndarray:
-    """eq. (21) as a float32 vector in [0, 1]: [h (dB, scaled), phi/(M-1), rho, d_in, d_op]."""
-    lo_db, hi_db = GAIN_DB_RANGE
-    gain_db = 10.0 * np.log10(np.maximum(state["channel_gain"], 1e-300))
-    num_models = config.catalogue.num_models
-    in_max = config.network.input_size_mb[1] * BITS_PER_MB
-    op_max = config.catalogue.output_size_mb[1] * BITS_PER_MB
-    parts = (
-        np.clip((gain_db - lo_db) / (hi_db - lo_db), 0.0, 1.0),
-        state["services"] / max(num_models - 1, 1),
-        state["cache"].astype(float),
-        np.clip(state["input_bits"] / in_max, 0.0, 1.0),
-        np.clip(state["output_bits"] / op_max, 0.0, 1.0),
-    )
-    return np.concatenate(parts).astype(np.float32)
-
-
-def slot_observation(
-    slot: SlotState, cache: np.ndarray, catalogue: ModelCatalogue, config: ScenarioConfig
-) -> np.ndarray:
-    """The normalised eq. (21) vector an agent sees for a slot and a cache."""
-    return normalise_state(slot_state(slot, cache, catalogue.output_bits), config)
+from testbed.simulator import simulated_driver
 
 
 def outcome_info(outcome: SlotOutcome) -> dict[str, float]:
@@ -105,38 +75,36 @@ class ResourceAllocationEnv(gym.Env):
         if steps_amender not in STEP_AMENDERS:
             raise ValueError(f"steps_amender = {steps_amender!r}: allowed {list(STEP_AMENDERS)}")
         self.steps_amender = steps_amender
-        self.sim = Simulator(self.config)
+        self.catalogue = build_catalogue(self.config.catalogue)
+        self.driver = simulated_driver(self.config, self.catalogue, check=False)
+        self.codec = ObservationCodec(self.config, self.catalogue)
         gamma_1 = self.config.catalogue.popularity_states[0]
-        static = popular_cache(self.config, self.sim.catalogue, gamma_1)
+        static = popular_cache(self.config, self.catalogue, gamma_1)
         self.caching = caching or (lambda frame: static)
-        u, m = self.sim.num_users, self.sim.num_models
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(4 * u + m,), dtype=np.float32)
+        u = self.config.network.num_users
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(self.codec.size,), dtype=np.float32)
         self.action_space = spaces.Box(0.0, 1.0, shape=(2 * u,), dtype=np.float32)
-        self._horizon = self.config.timing.num_frames * self.config.timing.slots_per_frame
-        self._steps = 0
-        self._cache = static
         self._slot: SlotState | None = None
 
     def _advance(self) -> tuple[np.ndarray, dict[str, Any]]:
-        if self._slot is None or self._slot.slot + 1 >= self.config.timing.slots_per_frame:
-            frame = self.sim.begin_frame()
-            self._cache = np.asarray(self.caching(frame), dtype=bool)
-        self._slot = self.sim.next_slot()
-        state = slot_state(self._slot, self._cache, self.sim.catalogue.output_bits)
+        if self.driver.frame_over:
+            frame = self.driver.next_frame()
+            self.driver.use_cache(self.caching(frame))
+        self._slot = self.driver.next_slot()
+        state = self.codec.raw(self._slot, self.driver.cache)
         info = {
             "state": state,
             "gamma": self._slot.gamma,
             "frame": self._slot.frame,
             "slot": self._slot.slot,
         }
-        return normalise_state(state, self.config), info
+        return self.codec.encode_raw(state), info
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self.sim.reset(_world_seed(self, seed))
-        self._steps = 0
+        self.driver.begin_episode(0, _world_seed(self, seed))
         self._slot = None
         return self._advance()
 
@@ -146,14 +114,13 @@ class ResourceAllocationEnv(gym.Env):
         action = np.asarray(action, dtype=float)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action shape {action.shape} != {self.action_space.shape}")
-        served = self.sim.served_at_edge(self._slot, self._cache)
+        served = served_at_edge(self.driver.cache, self._slot.services)
         b, xi = amend_allocation(action, served, self.steps_amender)
-        outcome = self.sim.evaluate(self._slot, self._cache, b, xi)
-        self._steps += 1
+        outcome = self.driver.serve(self._slot, b, xi)
         info: dict[str, Any] = {"b": b, "xi": xi, **outcome_info(outcome)}
-        truncated = self._steps >= self._horizon
+        truncated = self.driver.episode_over
         if truncated:
-            obs = slot_observation(self._slot, self._cache, self.sim.catalogue, self.config)
+            obs = self.codec.encode(self._slot, self.driver.cache)
         else:
             obs, next_info = self._advance()
             info.update(next_info)
@@ -169,11 +136,12 @@ class ModelCachingEnv(gym.Env):
         self, config: ScenarioConfig | None = None, allocation: AllocationPolicy | None = None
     ) -> None:
         self.config = config or ScenarioConfig()
-        self.sim = Simulator(self.config)
+        self.catalogue = build_catalogue(self.config.catalogue)
+        self.driver = simulated_driver(self.config, self.catalogue, check=False)
         self.allocation = allocation
         states = self.config.catalogue.popularity_states
         self.observation_space = spaces.Box(0.0, float(max(states)), shape=(1,), dtype=np.float32)
-        self.action_space = spaces.Discrete(2**self.sim.num_models)
+        self.action_space = spaces.Discrete(2**self.catalogue.num_models)
         self._frame: FrameState | None = None
 
     def _observe(self) -> tuple[np.ndarray, dict[str, Any]]:
@@ -186,10 +154,10 @@ class ModelCachingEnv(gym.Env):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         world_seed = _world_seed(self, seed)
-        self.sim.reset(world_seed)
+        self.driver.begin_episode(0, world_seed)
         if self.allocation is not None:
-            self.allocation.reset(np.random.SeedSequence([world_seed, 2]))
-        self._frame = self.sim.begin_frame()
+            self.allocation.reset(env_allocation_seed(world_seed))
+        self._frame = self.driver.next_frame()
         return self._observe()
 
     def _allocate(self, slot: SlotState, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,45 +170,42 @@ class ModelCachingEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        cache = amend_cache(int(action), self.sim.num_models)  # Sec. 6.3.2
-        slots = self.config.timing.slots_per_frame
-        rewards = np.empty(slots)
-        utilities = np.empty(slots)
-        hits = np.empty(slots)
-        for k in range(slots):
-            slot = self.sim.next_slot()
+        cache = amend_cache(int(action), self.catalogue.num_models)  # Sec. 6.3.2
+        self.driver.use_cache(cache)
+        utilities, hits = [], []
+        for _ in range(self.config.timing.slots_per_frame):
+            slot = self.driver.next_slot()
             b, xi = self._allocate(slot, cache)
-            outcome = self.sim.evaluate(slot, cache, b, xi)
-            rewards[k] = outcome.reward
-            utilities[k] = outcome.utility.mean()
-            hits[k] = outcome.cached.mean()
-        reward = frame_reward(  # eq. (32)
-            rewards,
-            cache,
-            self.sim.catalogue.size_gb,
-            self.config.catalogue.cache_capacity_gb,
-            self.config.utility.frame_penalty,
-        )
+            outcome = self.driver.serve(slot, b, xi)
+            utilities.append(outcome.utility.mean())
+            hits.append(outcome.cached.mean())
+        frame = self.driver.last_frame  # eq. (32)
+        assert frame is not None
         info: dict[str, Any] = {
             "cache": cache.copy(),
-            "cache_fits": self.sim.cache_fits(cache),
-            "utility": float(utilities.mean()),
-            "hit_ratio": float(hits.mean()),
-            "mean_slot_reward": float(rewards.mean()),
+            "cache_fits": cache_fits(
+                cache, self.catalogue.size_gb, self.config.catalogue.cache_capacity_gb
+            ),
+            "utility": float(np.mean(utilities)),
+            "hit_ratio": float(np.mean(hits)),
+            "mean_slot_reward": float(frame.slot_rewards.mean()),
         }
-        truncated = self._frame.frame + 1 >= self.config.timing.num_frames
+        truncated = self.driver.episode_over
         if not truncated:
-            self._frame = self.sim.begin_frame()
+            self._frame = self.driver.next_frame()
         obs, frame_info = self._observe()
         info.update(frame_info)
-        return obs, reward, False, truncated, info
+        return obs, frame.reward, False, truncated, info
 
 
 def register_envs() -> None:
-    """Register both environments with Gymnasium (idempotent)."""
+    """Register both environments with Gymnasium (idempotent; done when this module loads)."""
     for env_id, entry in (
         ("testbed/ResourceAllocation-v0", "testbed.envs:ResourceAllocationEnv"),
         ("testbed/ModelCaching-v0", "testbed.envs:ModelCachingEnv"),
     ):
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry)
+
+
+register_envs()

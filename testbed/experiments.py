@@ -20,17 +20,21 @@ take hours.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from testbed.compare import confidence_halfwidth
-from testbed.config import ScenarioConfig, build_catalogue
-from testbed.runner import EVAL_SEED_OFFSET
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.metrics import summarise
+from testbed.core.seeding import EVAL_SEED_OFFSET, Role, policy_seed
+from testbed.policies import make_policies
+from testbed.runner import run
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ BUDGETS = {
 
 
 def _train_and_load(scenario: ScenarioConfig, agent: str, seed: int, budget: Budget, out: Path):
-    from agents.t2drl import TrainConfig, load_policies, train
+    from agents.t2drl import TrainConfig
+    from testbed.training import train
 
     settings = TrainConfig(
         agent=agent,
@@ -79,15 +84,13 @@ def _train_and_load(scenario: ScenarioConfig, agent: str, seed: int, budget: Bud
         eval_every=budget.episodes,  # the sweeps evaluate afterwards, on their own episodes
     )
     train(settings, scenario.replace(seed=seed), out)
-    return load_policies(out, scenario.replace(seed=seed))
+    seeded = scenario.replace(seed=seed)
+    return make_policies(agent, seeded, build_catalogue(seeded.catalogue), checkpoint=out)
 
 
 def _evaluate(
     scenario: ScenarioConfig, policy: str, seed: int, budget: Budget, work: Path
 ) -> dict[str, float]:
-    from agents import make_policies
-    from testbed.runner import run
-
     eval_config = scenario.replace(seed=seed + EVAL_SEED_OFFSET)
     catalogue = build_catalogue(scenario.catalogue)
     start = time.perf_counter()
@@ -105,18 +108,6 @@ def _evaluate(
         "decision_ms_per_slot": summary.decision_ms_per_slot,
         "wall_s": time.perf_counter() - start,
     }
-
-
-def summarise(rows: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    out = []
-    for key, group in rows.groupby(list(keys), sort=False):
-        entry = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
-        entry["seeds"] = len(group)
-        for metric in metrics:
-            entry[metric] = float(group[metric].mean())
-            entry[f"{metric}_ci95"] = confidence_halfwidth(group[metric].to_numpy())
-        out.append(entry)
-    return pd.DataFrame(out)
 
 
 def _plot_lines(
@@ -247,7 +238,8 @@ def _curves(
     log: Callable[[str], None],
 ) -> pd.DataFrame:
     """Train every variant on every seed; returns the stacked metrics.csv rows."""
-    from agents.t2drl import TrainConfig, train
+    from agents.t2drl import TrainConfig
+    from testbed.training import train
 
     frames = []
     for label, (agent, allocator) in variants.items():
@@ -341,21 +333,21 @@ def fig6b(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
 
 def table3(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
     """Decision time per slot vs U; the learned policies' time does not depend on training."""
-    from agents import make_policies
     from agents.t2drl import LearnedAllocation, T2DRLAgents, TrainConfig
-    from testbed.simulator import Simulator, popular_cache
+    from testbed.core.system_model import popular_cache
+    from ue_emulator.world import World
 
     slots = 10 if budget.quick else 200
     rows = []
     for users in (10, 12, 14, 16, 18):
         config = ScenarioConfig().replace(**{"network.num_users": users})
         catalogue = build_catalogue(config.catalogue)
-        sim = Simulator(config, catalogue)
+        world = World(config)
         for seed in range(budget.seeds):
-            sim.reset(seed)
-            frame = sim.begin_frame()
+            world.reset(seed)
+            frame = world.begin_frame()
             cache = popular_cache(config, catalogue, frame.gamma)
-            samples = [sim.next_slot() for _ in range(min(slots, config.timing.slots_per_frame))]
+            samples = [world.next_slot() for _ in range(min(slots, config.timing.slots_per_frame))]
             policies = {
                 name: LearnedAllocation(
                     T2DRLAgents(config, TrainConfig(agent=name, seed=seed)).allocator,
@@ -369,7 +361,7 @@ def table3(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
                 {n: make_policies(n, config, catalogue)[1] for n in ("schrs", "optimal")}
             )
             for name, policy in policies.items():
-                policy.reset(np.random.SeedSequence([seed, 2]))
+                policy.reset(policy_seed(seed, 0, Role.ALLOCATION))
                 repeats = max(1, slots // len(samples))
                 start = time.perf_counter()
                 for _ in range(repeats):
@@ -419,7 +411,7 @@ def run_experiment(
     name: str,
     out: Path,
     quick: bool,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
     seeds: int | None = None,
     episodes: int | None = None,
 ) -> Path:

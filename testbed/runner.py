@@ -1,69 +1,95 @@
-"""The two-timescale runner: H episodes x T frames x K slots with any pair of policies.
+"""The runner: H episodes x T frames x K slots of a pair of policies, written as a trace.
 
 Episode ``e`` of run seed ``s`` always plays the same world (``episode_seed(s, e)``), and the
-policies are reseeded from the same pair, so two policies meet identical users, channels
-and requests, and one seed reproduces a run exactly.
+policies are reseeded from the same pair (``testbed.core.seeding``), so two policies meet
+identical users, channels and requests, and one seed reproduces a run exactly. The loop is
+the one frame/slot driver (``testbed.driver``); the runner adds the trace, the metrics and
+the progress bar as hooks.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
-from testbed.config import ModelCatalogue, ScenarioConfig
-from testbed.simulator import AllocationPolicy, CachingPolicy, Simulator, check_allocation
-from testbed.system_model import frame_reward
+from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue
+from testbed.core.metrics import RunSummary, SlotMetrics
+from testbed.core.protocols import AllocationPolicy, CachingPolicy, Hooks
+from testbed.core.records import FrameStep, SlotStep
+from testbed.core.seeding import Role, episode_seed, policy_seed
+from testbed.recorder import ProgressSpec, Recorder
+from testbed.simulator import simulated_driver
 from testbed.traces import TraceWriter, slot_rows
-from ue_emulator.world import episode_seed
 
 
-@dataclass(frozen=True)
-class RunSummary:
-    """Averages over every user-slot of a run (``utility`` is eq. (11))."""
+class MetricsHook(Hooks):
+    """Sums every slot and frame into a :class:`SlotMetrics`."""
 
-    caching_policy: str
-    allocation_policy: str
-    episodes: int
-    seed: int
-    slots: int
-    utility: float
-    hit_ratio: float
-    violation_rate: float
-    mean_slot_reward: float
-    mean_frame_reward: float
-    mean_delay_s: float
-    mean_tv: float
-    decision_ms_per_slot: float
-    caching_ms_per_frame: float
-    overfull_frames: int
+    def __init__(self, metrics: SlotMetrics | None = None) -> None:
+        self.metrics = metrics if metrics is not None else SlotMetrics()
 
-    def to_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
+    def on_slot(self, step: SlotStep) -> None:
+        self.metrics.add_slot(step.outcome, step.decision_s)
+
+    def on_frame_end(self, step: FrameStep) -> None:
+        self.metrics.add_frame(step.reward, step.cache_fits, step.caching_s)
 
 
-EVAL_SEED_OFFSET = 1000
-"""Learned policies are evaluated on run seed ``seed + 1000``: worlds their training never saw
-(training worlds use ``[seed, episode, 7]``, evaluated episodes ``[seed + 1000, episode]``)."""
+class TraceHook(Hooks):
+    """Adds every slot's rows to a trace; flushes a row group after each episode."""
+
+    def __init__(self, writer: TraceWriter, catalogue: ModelCatalogue) -> None:
+        self.writer, self.catalogue = writer, catalogue
+
+    def on_slot(self, step: SlotStep) -> None:
+        self.writer.add(
+            slot_rows(
+                step.episode,
+                step.slot,
+                self.catalogue,
+                step.bandwidth_share,
+                step.step_share,
+                step.outcome,
+            )
+        )
+
+    def on_episode_end(self, episode: int) -> None:
+        self.writer.flush()
 
 
-def policy_seed(run_seed: int, episode: int, role: int) -> np.random.SeedSequence:
-    """Seed of a policy's own draws in an episode (role 1: caching, 2: allocation)."""
-    return np.random.SeedSequence([run_seed, episode, role])
+EPISODE_COLUMNS = (
+    "episode",
+    "utility",
+    "hit_ratio",
+    "violation_rate",
+    "mean_slot_reward",
+    "mean_frame_reward",
+    "mean_delay_s",
+    "mean_tv",
+    "decision_ms_per_slot",
+)
 
 
-class _Totals:
-    def __init__(self) -> None:
-        self.user_slots = 0
-        self.slots = 0
-        self.frames = 0
-        self.utility = self.hits = self.violations = self.delay_s = self.tv = 0.0
-        self.slot_reward = self.frame_reward = 0.0
-        self.decision_s = self.caching_s = 0.0
-        self.overfull = 0
+class RecorderHook(Hooks):
+    """One row of :data:`EPISODE_COLUMNS` per finished episode, through the recorder."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.episode = MetricsHook()
+
+    def on_episode_start(self, episode: int) -> None:
+        self.episode = MetricsHook()
+
+    def on_slot(self, step: SlotStep) -> None:
+        self.episode.on_slot(step)
+
+    def on_frame_end(self, step: FrameStep) -> None:
+        self.episode.on_frame_end(step)
+
+    def on_episode_end(self, episode: int) -> None:
+        means = self.episode.metrics.means()
+        self.recorder.record("episode", episode)
+        self.recorder.record_many({k: means[k] for k in EPISODE_COLUMNS if k != "episode"})
+        self.recorder.dump(step=episode)
 
 
 def run(
@@ -74,8 +100,12 @@ def run(
     trace_path: str | Path | None = None,
     catalogue: ModelCatalogue | None = None,
     progress: bool = False,
+    metrics_dir: str | Path | None = None,
 ) -> tuple[RunSummary, TraceWriter]:
     """Play ``episodes`` episodes; write the trace (if a path is given) as it goes.
+
+    With ``metrics_dir``, each finished episode's averages are a row of
+    ``metrics_dir/metrics.csv`` (the recorder also drives the progress line).
 
     Allocations are checked against (11b)-(11g) every slot; a cache that breaks (11d) is
     played as decided and counted in ``overfull_frames`` (the frame reward carries Xi).
@@ -84,66 +114,35 @@ def run(
     """
     if episodes < 1:
         raise ValueError(f"episodes = {episodes} is out of range: allowed [1, inf)")
-    sim = Simulator(config, catalogue)
-    frames, slots = config.timing.num_frames, config.timing.slots_per_frame
-    capacity_gb = config.catalogue.cache_capacity_gb
-    totals = _Totals()
+    catalogue = catalogue if catalogue is not None else build_catalogue(config.catalogue)
+    driver = simulated_driver(config, catalogue)
     writer = TraceWriter(trace_path)
-    bar = tqdm(total=episodes * frames * slots, unit="slot", disable=not progress, leave=False)
-    try:
-        for episode in range(episodes):
-            sim.reset(episode_seed(config.seed, episode))
-            caching.reset(policy_seed(config.seed, episode, 1))
-            allocation.reset(policy_seed(config.seed, episode, 2))
-            for _ in range(frames):
-                frame = sim.begin_frame()
-                start = time.perf_counter()
-                cache = np.asarray(caching.select_cache(frame), dtype=bool)
-                totals.caching_s += time.perf_counter() - start
-                totals.overfull += not sim.cache_fits(cache)
-                rewards = np.empty(slots)
-                for k in range(slots):
-                    slot = sim.next_slot()
-                    start = time.perf_counter()
-                    b, xi = allocation.allocate(slot, cache)
-                    totals.decision_s += time.perf_counter() - start
-                    check_allocation(b, xi, sim.served_at_edge(slot, cache))
-                    outcome = sim.evaluate(slot, cache, b, xi)
-                    rewards[k] = outcome.reward
-                    writer.add(slot_rows(episode, slot, sim.catalogue, b, xi, outcome))
-                    totals.user_slots += len(b)
-                    totals.utility += float(outcome.utility.sum())
-                    totals.hits += float(outcome.cached.sum())
-                    totals.violations += float(outcome.violation.sum())
-                    totals.delay_s += float(outcome.total_s.sum())
-                    totals.tv += float(outcome.tv.sum())
-                    totals.slot_reward += float(outcome.reward)
-                    totals.slots += 1
-                    bar.update()
-                totals.frame_reward += frame_reward(  # eq. (32)
-                    rewards, cache, sim.catalogue.size_gb, capacity_gb, config.utility.frame_penalty
-                )
-                totals.frames += 1
-            writer.flush()
-    finally:
-        bar.close()
-        writer.close()
-    n = totals.user_slots
-    summary = RunSummary(
-        caching_policy=caching.name,
-        allocation_policy=allocation.name,
-        episodes=episodes,
-        seed=config.seed,
-        slots=totals.slots,
-        utility=totals.utility / n,
-        hit_ratio=totals.hits / n,
-        violation_rate=totals.violations / n,
-        mean_slot_reward=totals.slot_reward / totals.slots,
-        mean_frame_reward=totals.frame_reward / totals.frames,
-        mean_delay_s=totals.delay_s / n,
-        mean_tv=totals.tv / n,
-        decision_ms_per_slot=1e3 * totals.decision_s / totals.slots,
-        caching_ms_per_frame=1e3 * totals.caching_s / totals.frames,
-        overfull_frames=totals.overfull,
+    metrics = MetricsHook()
+    recorder = Recorder(
+        Path(metrics_dir) if metrics_dir is not None else None,
+        EPISODE_COLUMNS,
+        tensorboard=False,
+        progress=ProgressSpec(
+            total=episodes,
+            unit="episode",
+            postfix={"utility": "{utility:.3f}", "hit": "{hit_ratio:.3f}"},
+            enabled=progress,
+        ),
     )
+    try:
+        driver.play(
+            range(episodes),
+            caching,
+            allocation,
+            world_seed=lambda e: episode_seed(config.seed, e),
+            policy_seeds=lambda e: (
+                policy_seed(config.seed, e, Role.CACHING),
+                policy_seed(config.seed, e, Role.ALLOCATION),
+            ),
+            hooks=(metrics, TraceHook(writer, catalogue), RecorderHook(recorder)),
+        )
+    finally:
+        recorder.close()
+        writer.close()
+    summary = metrics.metrics.summary(caching.name, allocation.name, episodes, config.seed)
     return summary, writer

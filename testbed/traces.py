@@ -16,9 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from testbed.config import ModelCatalogue
-from testbed.system_model import SlotOutcome
-from ue_emulator.world import SlotState
+from testbed.core.config import ModelCatalogue
+from testbed.core.records import SlotOutcome, SlotState
 
 TRACE_SCHEMA = pa.schema(
     [

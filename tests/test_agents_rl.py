@@ -9,10 +9,12 @@ from agents.d3pg import D3PG, D3PGConfig, DiffusionActor, beta_schedule
 from agents.ddpg import DDPG, ActorCriticConfig
 from agents.ddqn import DDQN, DDQNConfig
 from agents.schrs import StaticPopularCaching
-from agents.t2drl import T2DRLAgents, TrainConfig, load_policies, train
-from testbed.config import ScenarioConfig, build_catalogue
+from agents.t2drl import T2DRLAgents, TrainConfig, load_policies
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.system_model import check_allocation, served_at_edge
 from testbed.runner import run
-from testbed.simulator import check_allocation
+from testbed.training import train
+from ue_emulator.world import World
 
 SMALL = ScenarioConfig().replace(
     **{"network.num_users": 4, "timing.num_frames": 2, "timing.slots_per_frame": 10}
@@ -60,18 +62,17 @@ def test_amended_learned_actions_satisfy_constraints():
     catalogue = build_catalogue(SMALL.catalogue)
     agents = T2DRLAgents(SMALL, TrainConfig())
     from agents.t2drl import LearnedAllocation
-    from testbed.simulator import Simulator
 
     policy = LearnedAllocation(agents.allocator, SMALL, catalogue, "t2drl")
-    sim = Simulator(SMALL, catalogue)
-    sim.reset(0)
-    sim.begin_frame()
+    world = World(SMALL)
+    world.reset(0)
+    world.begin_frame()
     cache = np.zeros(10, bool)
     cache[[0, 2, 5]] = True
     for _ in range(5):
-        slot = sim.next_slot()
+        slot = world.next_slot()
         b, xi = policy.allocate(slot, cache)
-        check_allocation(b, xi, sim.served_at_edge(slot, cache))  # (11b)-(11g)
+        check_allocation(b, xi, served_at_edge(cache, slot.services))  # (11b)-(11g)
         assert b.sum() == pytest.approx(1.0)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.fit import fit_latency, fit_quality, piecewise_tv, r_squared
+from calibration.fit import fit_latency, fit_quality, r_squared
+from testbed.core.system_model import edge_tv
 
 STEPS = np.repeat([1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50], 10).astype(float)
 
@@ -21,7 +22,7 @@ STEPS = np.repeat([1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50], 10).
 def test_quality_fit_recovers_both_breakpoints_and_levels(a1, a2, a3, a4):
     steps = STEPS * (4.0 if a3 > 50 else 1.0)  # the paper's A's need a 200-step grid
     rng = np.random.default_rng(1)
-    tv = piecewise_tv(steps, a1, a2, a3, a4) + rng.normal(0.0, 0.3, steps.size)
+    tv = edge_tv(steps, a1, a2, a3, a4) + rng.normal(0.0, 0.3, steps.size)
     fit = fit_quality(steps, tv)
     step_tolerance = 0.02 * steps.max()
     assert fit.a1 == pytest.approx(a1, abs=step_tolerance)
@@ -34,7 +35,7 @@ def test_quality_fit_recovers_both_breakpoints_and_levels(a1, a2, a3, a4):
 
 def test_quality_fit_is_exact_on_noiseless_points_between_grid_nodes():
     steps = np.arange(0.0, 31.0)
-    tv = piecewise_tv(steps, 3.0, 20.0, 11.0, 10.0)
+    tv = edge_tv(steps, 3.0, 20.0, 11.0, 10.0)
     fit = fit_quality(steps, tv)
     assert (fit.a1, fit.a3) == (3.0, 11.0)
     assert fit.r2 == pytest.approx(1.0)
@@ -98,7 +99,7 @@ def test_profile_toml_loads_with_floats_in_zoo_order():
 
 def test_committed_cpu_profile_loads_in_the_simulator_config():
     from edge_node.zoo import zoo_names
-    from testbed.config import load_profile
+    from testbed.core.config import load_profile
 
     path = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / "cpu_zoo.toml"
     models = load_profile(path)

@@ -3,8 +3,9 @@
 import pandas as pd
 import pytest
 
-from testbed.compare import confidence_halfwidth, write_comparison
-from testbed.config import ScenarioConfig
+from testbed.compare import write_comparison
+from testbed.core.config import ScenarioConfig
+from testbed.core.metrics import confidence_halfwidth
 
 
 def test_confidence_halfwidth_hand_value():
@@ -24,7 +25,8 @@ def test_write_comparison(tmp_path):
 
 
 def test_compare_with_a_trained_checkpoint(tmp_path):
-    from agents.t2drl import TrainConfig, train
+    from agents.t2drl import TrainConfig
+    from testbed.training import train
 
     config = ScenarioConfig().replace(
         **{"network.num_users": 4, "timing.num_frames": 2, "timing.slots_per_frame": 3}

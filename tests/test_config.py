@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testbed.config import (
+from testbed.core.config import (
     ConfigError,
     ScenarioConfig,
     build_catalogue,
@@ -137,7 +137,7 @@ def test_profile_json_and_errors(tmp_path):
 def test_committed_cpu_profile_drives_the_simulator(tmp_path):
     from agents.optimal import OptimalAllocation
     from agents.schrs import StaticPopularCaching
-    from testbed.config import load_profile
+    from testbed.core.config import load_profile
     from testbed.runner import run
 
     profile = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / "cpu_zoo.toml"

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import testbed  # noqa: F401  (registers the environments)
-from testbed.config import ScenarioConfig
-from testbed.system_model import amend_cache, cache_size_gb, cache_to_action
+import testbed.envs  # noqa: F401  (registers the environments)
+from testbed.core.config import ScenarioConfig
+from testbed.core.system_model import amend_cache, cache_size_gb, cache_to_action
 
 
 @pytest.mark.parametrize("env_id", ["testbed/ResourceAllocation-v0", "testbed/ModelCaching-v0"])
@@ -63,7 +63,7 @@ def test_model_caching_reward_is_eq32_with_capacity_penalty():
     _, reward, _, _, info = env.step(full)
     assert not info["cache_fits"]
     assert reward == pytest.approx(info["mean_slot_reward"] - 100.0)
-    assert cache_size_gb(amend_cache(full, 10), env.sim.catalogue.size_gb) > 20
+    assert cache_size_gb(amend_cache(full, 10), env.catalogue.size_gb) > 20
     light = cache_to_action(np.array([False] * 9 + [True]))
     _, reward, _, _, info = env.step(light)
     assert info["cache_fits"] and reward == pytest.approx(info["mean_slot_reward"])

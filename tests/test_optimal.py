@@ -4,6 +4,7 @@ against the even split and random feasible allocations, and exact cache enumerat
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -12,31 +13,59 @@ from agents.optimal import (
     OptimalAllocation,
     OptimalCaching,
     StepCurves,
-    feasible_caches,
     integer_steps,
     optimal_bandwidth,
     optimal_steps,
-    sample_slots,
     steps_lower_bound,
 )
-from testbed.config import ScenarioConfig, build_catalogue
-from testbed.simulator import Simulator, check_allocation, even_allocation, popular_cache
-from testbed.system_model import amend_bandwidth, amend_steps, evaluate_slot, uplink_rate_bps
-from ue_emulator.world import FrameState
+from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue
+from testbed.core.records import FrameState, SlotOutcome, SlotState
+from testbed.core.seeding import optimal_samples_seed
+from testbed.core.system_model import (
+    RadioParams,
+    amend_bandwidth,
+    amend_steps,
+    cache_fits,
+    check_allocation,
+    evaluate_slot,
+    even_allocation,
+    feasible_caches,
+    popular_cache,
+    score_slot,
+    served_at_edge,
+    uplink_rate_bps,
+)
+from ue_emulator.world import World, sample_slots
 
 
-def _slots(num_users: int, seed: int, count: int) -> tuple[Simulator, list, list]:
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario's config, catalogue and radio constants: what a slot is scored with."""
+
+    config: ScenarioConfig
+    catalogue: ModelCatalogue
+    radio: RadioParams
+
+    def evaluate(
+        self, slot: SlotState, cache: np.ndarray, b: np.ndarray, xi: np.ndarray
+    ) -> SlotOutcome:
+        return score_slot(self.radio, self.catalogue, slot, cache, b, xi)
+
+
+def _slots(num_users: int, seed: int, count: int) -> tuple[Scenario, list, list]:
     """``count`` slots of a seeded episode with the popular cache of each frame."""
-    sim = Simulator(ScenarioConfig().replace(**{"network.num_users": num_users}))
-    sim.reset(seed)
+    config = ScenarioConfig().replace(**{"network.num_users": num_users})
+    scenario = Scenario(config, build_catalogue(config.catalogue), RadioParams.from_config(config))
+    world = World(config)
+    world.reset(seed)
     slots, caches = [], []
     while len(slots) < count:
-        frame = sim.begin_frame()
-        cache = popular_cache(sim.config, sim.catalogue, frame.gamma)
+        frame = world.begin_frame()
+        cache = popular_cache(scenario.config, scenario.catalogue, frame.gamma)
         for _ in range(min(3, count - len(slots))):
-            slots.append(sim.next_slot())
+            slots.append(world.next_slot())
             caches.append(cache)
-    return sim, slots, caches
+    return scenario, slots, caches
 
 
 def _random_allocations(
@@ -51,8 +80,8 @@ def _random_allocations(
 
 
 def test_bandwidth_meets_kkt_equal_marginals() -> None:
-    sim, slots, _ = _slots(18, seed=3, count=1)
-    radio, slot = sim.radio, slots[0]
+    scenario, slots, _ = _slots(18, seed=3, count=1)
+    radio, slot = scenario.radio, slots[0]
     b, mu = optimal_bandwidth(radio, slot.channel_gain, slot.input_bits)
 
     def cost(share: np.ndarray) -> np.ndarray:  # alpha d_in / R_up, eqs. (2), (4)
@@ -74,8 +103,8 @@ def test_bandwidth_meets_kkt_equal_marginals() -> None:
 
 
 def test_bandwidth_beats_every_perturbation() -> None:
-    sim, slots, _ = _slots(10, seed=4, count=1)
-    radio, slot = sim.radio, slots[0]
+    scenario, slots, _ = _slots(10, seed=4, count=1)
+    radio, slot = scenario.radio, slots[0]
     b, _ = optimal_bandwidth(radio, slot.channel_gain, slot.input_bits)
     rng = np.random.default_rng(0)
     others = amend_bandwidth(b * rng.uniform(0.9, 1.1, size=(500, 10)))
@@ -92,20 +121,20 @@ def test_bandwidth_beats_every_perturbation() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_optimum_is_feasible_and_never_beaten(seed: int) -> None:
-    sim, slots, caches = _slots(18, seed=seed, count=4)
-    optimiser = OptimalAllocation(sim.config, sim.catalogue)
+    scenario, slots, caches = _slots(18, seed=seed, count=4)
+    optimiser = OptimalAllocation(scenario.config, scenario.catalogue)
     rng = np.random.default_rng(seed)
     for slot, cache in zip(slots, caches, strict=True):
         solution = optimiser.solve(slot, cache)
-        served = sim.served_at_edge(slot, cache)
+        served = served_at_edge(cache, slot.services)
         check_allocation(solution.b, solution.xi, served)
         assert solution.steps_gap == 0.0
-        even = sim.evaluate(slot, cache, *even_allocation(slot, cache)).utility.sum()
+        even = scenario.evaluate(slot, cache, *even_allocation(slot, cache)).utility.sum()
         assert solution.objective < even - 10.0
         b, xi = _random_allocations(rng, served, 1000)
-        random_totals = sim.evaluate(slot, cache, b, xi).utility.sum(axis=1)
+        random_totals = scenario.evaluate(slot, cache, b, xi).utility.sum(axis=1)
         assert solution.objective <= random_totals.min() + 1e-9
-        outcome = sim.evaluate(slot, cache, solution.b, solution.xi)
+        outcome = scenario.evaluate(slot, cache, solution.b, solution.xi)
         assert solution.objective == pytest.approx(outcome.utility.sum())
         np.testing.assert_array_equal(solution.violations, outcome.violation)
 
@@ -183,13 +212,13 @@ def test_feasible_caches_are_all_the_subsets_that_fit() -> None:
 def test_optimal_caching_beats_the_popular_cache_on_its_samples() -> None:
     config = ScenarioConfig().replace(**{"network.num_users": 10})
     catalogue = build_catalogue(config.catalogue)
-    caching = OptimalCaching(config, catalogue, samples=6)
+    caching = OptimalCaching(config, catalogue, sample_slots, samples=6)
     caching.reset(np.random.SeedSequence(11))
-    sim = Simulator(config, catalogue)
+    capacity_gb = config.catalogue.cache_capacity_gb
     for index, gamma in enumerate(config.catalogue.popularity_states):
         scores = caching.scores(index)
         best = caching.select_cache(FrameState(frame=0, popularity_index=index, gamma=gamma))
-        assert sim.cache_fits(best)
+        assert cache_fits(best, catalogue.size_gb, capacity_gb)
         assert caching.score(best, index) == scores.min()
         assert scores.min() <= caching.score(popular_cache(config, catalogue, gamma), index)
         assert scores.max() - scores.min() > 1.0  # the cache matters
@@ -198,11 +227,14 @@ def test_optimal_caching_beats_the_popular_cache_on_its_samples() -> None:
 def test_caching_score_is_the_mean_optimal_utility_of_its_samples() -> None:
     config = ScenarioConfig().replace(**{"network.num_users": 10})
     catalogue = build_catalogue(config.catalogue)
-    caching = OptimalCaching(config, catalogue, samples=4)
+    caching = OptimalCaching(config, catalogue, sample_slots, samples=4)
     caching.reset(np.random.SeedSequence(7))  # no effect: the samples follow the run seed
     cache = popular_cache(config, catalogue, 0.5)
     seed = np.random.SeedSequence([config.seed, 0, 3])
-    slots = sample_slots(config, 1, 4, np.random.SeedSequence(seed.entropy, spawn_key=(1,)))
+    seed = np.random.SeedSequence(seed.entropy, spawn_key=(1,))
+    expected = optimal_samples_seed(config.seed, 1)
+    assert (seed.entropy, seed.spawn_key) == (expected.entropy, expected.spawn_key)
+    slots = sample_slots(config, 1, 4, seed)
     direct = np.mean([caching.allocator.solve(slot, cache).objective / 10 for slot in slots])
     assert caching.score(cache, 1) == pytest.approx(direct, rel=1e-12)
     radio = caching.allocator.radio

@@ -8,9 +8,9 @@ import pytest
 
 from agents.rcars import EvenAllocation, RandomCaching
 from testbed.cli import main
-from testbed.config import ScenarioConfig, build_catalogue, load_config
+from testbed.core.config import ScenarioConfig, build_catalogue, load_config
+from testbed.core.system_model import InfeasibleAllocation, check_allocation
 from testbed.runner import run
-from testbed.simulator import InfeasibleAllocation, check_allocation
 from testbed.traces import TRACE_COLUMNS
 
 REQUIRED = (
@@ -133,6 +133,7 @@ def test_cli_simulate_writes_run_folder(tmp_path, capsys):
     assert code == 0
     assert {p.name for p in out.iterdir()} >= {
         "trace.parquet",
+        "metrics.csv",
         "config.toml",
         "summary.json",
         "run.json",
@@ -142,6 +143,7 @@ def test_cli_simulate_writes_run_folder(tmp_path, capsys):
         assert key in summary
     assert load_config(out / "config.toml").seed == 9
     assert len(pd.read_parquet(out / "trace.parquet")) == 2 * 2 * 3 * 10
+    assert list(pd.read_csv(out / "metrics.csv")["episode"]) == [0, 1]  # one row per episode
     meta = json.loads((out / "run.json").read_text())
     assert {"git_revision", "packages", "device"} <= set(meta)
     assert "rcars: utility" in capsys.readouterr().out

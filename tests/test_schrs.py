@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -11,10 +13,20 @@ from agents.schrs import (
     polynomial_mutation,
     sbx_crossover,
 )
-from testbed.config import ScenarioConfig, build_catalogue
-from testbed.simulator import Simulator, check_allocation, even_allocation
-from testbed.system_model import amend_bandwidth, amend_steps, cache_size_gb, zipf_pmf
-from ue_emulator.world import FrameState
+from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue
+from testbed.core.records import FrameState, SlotOutcome, SlotState
+from testbed.core.system_model import (
+    RadioParams,
+    amend_bandwidth,
+    amend_steps,
+    cache_size_gb,
+    check_allocation,
+    even_allocation,
+    score_slot,
+    served_at_edge,
+    zipf_pmf,
+)
+from ue_emulator.world import World
 
 
 def test_static_cache_is_the_popular_cache_at_gamma_1_and_never_changes() -> None:
@@ -39,19 +51,35 @@ def test_static_cache_is_the_popular_cache_at_gamma_1_and_never_changes() -> Non
         assert used[m] + catalogue.size_gb[m] > config.catalogue.cache_capacity_gb
 
 
-def _episode(num_users: int, seed: int, count: int) -> tuple[Simulator, np.ndarray, list]:
-    sim = Simulator(ScenarioConfig().replace(**{"network.num_users": num_users}))
-    cache = StaticPopularCaching(sim.config, sim.catalogue).cache
-    sim.reset(seed)
-    sim.begin_frame()
-    return sim, cache, [sim.next_slot() for _ in range(count)]
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario's config, catalogue and radio constants: what a slot is scored with."""
+
+    config: ScenarioConfig
+    catalogue: ModelCatalogue
+    radio: RadioParams
+
+    def evaluate(
+        self, slot: SlotState, cache: np.ndarray, b: np.ndarray, xi: np.ndarray
+    ) -> SlotOutcome:
+        return score_slot(self.radio, self.catalogue, slot, cache, b, xi)
+
+
+def _episode(num_users: int, seed: int, count: int) -> tuple[Scenario, np.ndarray, list]:
+    config = ScenarioConfig().replace(**{"network.num_users": num_users})
+    scenario = Scenario(config, build_catalogue(config.catalogue), RadioParams.from_config(config))
+    cache = StaticPopularCaching(scenario.config, scenario.catalogue).cache
+    world = World(config)
+    world.reset(seed)
+    world.begin_frame()
+    return scenario, cache, [world.next_slot() for _ in range(count)]
 
 
 def test_ga_is_reproducible_under_a_seed() -> None:
-    sim, cache, slots = _episode(10, seed=0, count=2)
+    scenario, cache, slots = _episode(10, seed=0, count=2)
 
     def run(seed: int) -> list[np.ndarray]:
-        ga = GeneticAllocation(sim.config, sim.catalogue, population=12, generations=20)
+        ga = GeneticAllocation(scenario.config, scenario.catalogue, population=12, generations=20)
         ga.reset(np.random.SeedSequence(seed))
         return [np.concatenate(ga.allocate(slot, cache)) for slot in slots]
 
@@ -63,31 +91,33 @@ def test_ga_is_reproducible_under_a_seed() -> None:
 
 
 def test_ga_is_feasible_and_beats_the_even_split() -> None:
-    sim, cache, slots = _episode(18, seed=1, count=4)
-    ga = GeneticAllocation(sim.config, sim.catalogue)
+    scenario, cache, slots = _episode(18, seed=1, count=4)
+    ga = GeneticAllocation(scenario.config, scenario.catalogue)
     ga.reset(np.random.SeedSequence(2))
     gains = []
     for slot in slots:
         b, xi = ga.allocate(slot, cache)
-        check_allocation(b, xi, sim.served_at_edge(slot, cache))
-        reward = float(sim.evaluate(slot, cache, b, xi).reward)
-        even = float(sim.evaluate(slot, cache, *even_allocation(slot, cache)).reward)
+        check_allocation(b, xi, served_at_edge(cache, slot.services))
+        reward = float(scenario.evaluate(slot, cache, b, xi).reward)
+        even = float(scenario.evaluate(slot, cache, *even_allocation(slot, cache)).reward)
         gains.append(reward - even)
     assert np.mean(gains) > 2.0  # eq. (23) per user: clearly better on average
 
 
 def test_ga_returns_the_fittest_chromosome_and_elitism_never_loses_it() -> None:
-    sim, cache, slots = _episode(10, seed=3, count=1)
-    slot, served = slots[0], sim.served_at_edge(slots[0], cache)
+    scenario, cache, slots = _episode(10, seed=3, count=1)
+    slot, served = slots[0], served_at_edge(cache, slots[0].services)
 
     def reward(generations: int) -> float:
-        ga = GeneticAllocation(sim.config, sim.catalogue, population=16, generations=generations)
+        ga = GeneticAllocation(
+            scenario.config, scenario.catalogue, population=16, generations=generations
+        )
         ga.reset(np.random.SeedSequence(9))
-        return float(sim.evaluate(slot, cache, *ga.allocate(slot, cache)).reward)
+        return float(scenario.evaluate(slot, cache, *ga.allocate(slot, cache)).reward)
 
     genes = np.random.default_rng(np.random.SeedSequence(9)).random((16, 20))
     b, xi = amend_bandwidth(genes[:, :10]), amend_steps(genes[:, 10:], served)
-    initial = sim.evaluate(slot, cache, b, xi).reward
+    initial = scenario.evaluate(slot, cache, b, xi).reward
     assert reward(0) == initial.max()
     assert reward(40) >= reward(0) + 0.5
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from testbed import system_model as sm
-from testbed.config import ScenarioConfig, build_catalogue
-from testbed.system_model import RadioParams, evaluate_slot
+from testbed.core import system_model as sm
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.system_model import RadioParams, evaluate_slot
 
 
 def test_zipf_eq1_hand_values():

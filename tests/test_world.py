@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from testbed.config import ScenarioConfig
-from testbed.system_model import zipf_pmf
+from testbed.core.config import ScenarioConfig
+from testbed.core.system_model import zipf_pmf
 from ue_emulator.world import (
     BoundaryPlacement,
     ConcentratedPlacement,

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
-from testbed.config import BITS_PER_MB, NetworkConfig, ScenarioConfig
-from testbed.system_model import channel_gain, zipf_pmf
+from testbed.core.config import BITS_PER_MB, NetworkConfig, ScenarioConfig
+from testbed.core.records import FrameState, SlotState
+from testbed.core.system_model import channel_gain, zipf_pmf
 
 LOCATION_STATES = ("uniform", "concentrated", "boundary")
 
@@ -163,32 +163,6 @@ class InputSizes:
         return rng.uniform(self.low_mb, self.high_mb, count) * BITS_PER_MB
 
 
-@dataclass(frozen=True)
-class FrameState:
-    """What the caching decision sees at the start of frame t (eq. (30))."""
-
-    frame: int
-    popularity_index: int
-    gamma: float
-
-
-@dataclass(frozen=True)
-class SlotState:
-    """The users' side of slot k of frame t: everything eq. (21) needs except the cache."""
-
-    frame: int
-    slot: int
-    popularity_index: int
-    gamma: float
-    location_state: int
-    positions_m: np.ndarray
-    distance_m: np.ndarray
-    fading_power: np.ndarray
-    channel_gain: np.ndarray
-    services: np.ndarray
-    input_bits: np.ndarray
-
-
 _STREAMS = ("popularity", "location", "placement", "fading", "requests", "inputs")
 
 
@@ -276,6 +250,20 @@ class World:
         )
 
 
-def episode_seed(run_seed: int, episode: int) -> np.random.SeedSequence:
-    """The world of episode ``episode`` of run ``run_seed``: independent of earlier episodes."""
-    return np.random.SeedSequence([run_seed, episode])
+def sample_slots(
+    config: ScenarioConfig, popularity_index: int, count: int, seed: np.random.SeedSequence
+) -> list[SlotState]:
+    """``count`` independent slots of the world at one popularity state.
+
+    The location state is drawn from its chain's stationary law (the law of every slot of
+    an episode, whose chain starts there), then positions, fading, requests and input sizes
+    from the same components as :class:`World`. The optimiser scores caches on them.
+    """
+    world = World(config)
+    rng = np.random.default_rng(seed)
+    streams = {name: rng for name in ("placement", "fading", "requests", "inputs")}
+    slots = []
+    for k in range(count):
+        location = int(rng.choice(len(world.location.initial), p=world.location.initial))
+        slots.append(world.draw_slot(streams, 0, k, popularity_index, location))
+    return slots

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from testbed.config import ModelCatalogue, ScenarioConfig, dbm_to_watt
+from testbed.core.config import ModelCatalogue, ScenarioConfig, dbm_to_watt
+from testbed.core.records import SlotOutcome, SlotState
 
 _LN2 = np.log(2.0)
 
@@ -83,6 +84,18 @@ def downlink_delay_s(
     )
 
 
+def tv_progress(steps: np.ndarray, a1: np.ndarray, a3: np.ndarray) -> np.ndarray:
+    """eq. (7)'s progress from A1 to A3 steps: 0 up to A1, linear, 1 from A3 on."""
+    return np.clip((np.asarray(steps, dtype=float) - a1) / (a3 - a1), 0.0, 1.0)
+
+
+def edge_tv(
+    steps: np.ndarray, a1: np.ndarray, a2: np.ndarray, a3: np.ndarray, a4: np.ndarray
+) -> np.ndarray:
+    """eq. (7) at the edge: TV = A2 up to A1 steps, linear down to A4 at A3 steps, A4 beyond."""
+    return a2 + (a4 - a2) * tv_progress(steps, a1, a3)
+
+
 def tv_quality(
     steps: np.ndarray,
     cached: np.ndarray,
@@ -91,11 +104,8 @@ def tv_quality(
     a3: np.ndarray,
     a4: np.ndarray,
 ) -> np.ndarray:
-    """eq. (7): TV = A2 up to A1 steps, linear down to A4 at A3 steps, A4 beyond; A4 on a miss."""
-    steps = np.asarray(steps, dtype=float)
-    fraction = np.clip((steps - a1) / (a3 - a1), 0.0, 1.0)
-    edge_tv = a2 + (a4 - a2) * fraction
-    return np.where(cached, edge_tv, a4)
+    """eq. (7): :func:`edge_tv` for a cached model; A4 (the cloud's full quality) on a miss."""
+    return np.where(cached, edge_tv(steps, a1, a2, a3, a4), a4)
 
 
 def generation_delay_s(
@@ -142,7 +152,7 @@ def frame_reward(
     negated utility, that sign would reward a worse utility and contradicts "aligned with
     the negative value of (13)". We use ``+(1/K) sum_k r_t(k)``, i.e. minus the mean utility.
     """
-    over = float(cache_size_gb(cache, size_gb)) > capacity_gb + 1e-9
+    over = not cache_fits(cache, size_gb, capacity_gb)
     return float(np.mean(slot_rewards)) - penalty * over
 
 
@@ -206,6 +216,28 @@ def cache_to_action(cache: np.ndarray) -> int:
     return int(sum(int(bit) << (len(bits) - 1 - i) for i, bit in enumerate(bits)))
 
 
+def all_caches(num_models: int) -> np.ndarray:
+    """Every cache vector, shape (2^M, M), row a being :func:`amend_cache` (a, M)."""
+    codes = np.arange(2**num_models)
+    return ((codes[:, None] >> (num_models - 1 - np.arange(num_models))) & 1).astype(bool)
+
+
+def feasible_caches(size_gb: np.ndarray, capacity_gb: float) -> np.ndarray:
+    """Every cache satisfying (11d), shape (F, M), in the order of the action code of Sec. 6.3.2."""
+    caches = all_caches(len(size_gb))
+    return caches[caches @ np.asarray(size_gb, dtype=float) <= capacity_gb + 1e-9]
+
+
+def cache_fits(cache: np.ndarray, size_gb: np.ndarray, capacity_gb: float) -> bool:
+    """(11d): sum_m rho_m c_m <= C."""
+    return float(cache_size_gb(cache, size_gb)) <= capacity_gb + 1e-9
+
+
+def served_at_edge(cache: np.ndarray, services: np.ndarray) -> np.ndarray:
+    """rho_{phi_u}: whether each user's requested model is cached."""
+    return np.asarray(cache, dtype=bool)[np.asarray(services)]
+
+
 @dataclass(frozen=True)
 class RadioParams:
     """Linear-unit radio constants, converted once from the config."""
@@ -240,24 +272,6 @@ class RadioParams:
             slot_penalty=config.utility.slot_penalty,
             delay_cap_s=config.utility.delay_cap_s,
         )
-
-
-@dataclass(frozen=True)
-class SlotOutcome:
-    """Every per-user quantity of one slot (arrays of shape (..., U)) and its reward."""
-
-    cached: np.ndarray
-    steps: np.ndarray
-    rate_up_bps: np.ndarray
-    rate_dw_bps: np.ndarray
-    up_s: np.ndarray
-    dw_s: np.ndarray
-    gen_s: np.ndarray
-    total_s: np.ndarray
-    tv: np.ndarray
-    utility: np.ndarray
-    violation: np.ndarray
-    reward: np.ndarray
 
 
 def _broadcast(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -336,3 +350,67 @@ def greedy_cache(priority: np.ndarray, size_gb: np.ndarray, capacity_gb: float) 
             cache[m] = True
             used_gb += float(size_gb[m])
     return cache
+
+
+def popular_cache(config: ScenarioConfig, catalogue: ModelCatalogue, gamma: float) -> np.ndarray:
+    """The most popular models at skewness ``gamma`` that fit the capacity (greedy by eq. (1))."""
+    pmf = zipf_pmf(catalogue.num_models, gamma)
+    return greedy_cache(pmf, catalogue.size_gb, config.catalogue.cache_capacity_gb)
+
+
+def even_allocation(slot: SlotState, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The even split of RCARS: b_u = 1/U, xi_u = 1/(number of users served at the edge)."""
+    served = served_at_edge(cache, slot.services)
+    return amend_allocation(np.ones(2 * len(served)), served)
+
+
+def score_slot(
+    radio: RadioParams,
+    catalogue: ModelCatalogue,
+    slot: SlotState,
+    cache: np.ndarray,
+    bandwidth_share: np.ndarray,
+    step_share: np.ndarray,
+) -> SlotOutcome:
+    """:func:`evaluate_slot` on a slot of the world (shares may carry a batch axis)."""
+    return evaluate_slot(
+        radio,
+        catalogue,
+        cache,
+        slot.services,
+        slot.channel_gain,
+        slot.input_bits,
+        bandwidth_share,
+        step_share,
+    )
+
+
+class InfeasibleAllocation(ValueError):
+    """An allocation breaks one of (11b)-(11g)."""
+
+
+def check_allocation(
+    bandwidth_share: np.ndarray,
+    step_share: np.ndarray,
+    served: np.ndarray,
+    tol: float = 1e-6,
+) -> None:
+    """Raise :class:`InfeasibleAllocation` naming the first constraint of (11b)-(11g) broken.
+
+    ``served`` is rho_{phi_u} (:func:`served_at_edge`).
+    """
+    b, xi = np.asarray(bandwidth_share, dtype=float), np.asarray(step_share, dtype=float)
+    if b.shape != xi.shape or b.shape != np.shape(served):
+        raise InfeasibleAllocation(f"shapes differ: b {b.shape}, xi {xi.shape}")
+    if not (np.isfinite(b).all() and np.isfinite(xi).all()):
+        raise InfeasibleAllocation("allocation holds NaN or inf")
+    if (b < -tol).any() or (b > 1 + tol).any():
+        raise InfeasibleAllocation("(11b) broken: b_u outside [0, 1]")
+    if (xi < -tol).any() or (xi > 1 + tol).any():
+        raise InfeasibleAllocation("(11c) broken: xi_u outside [0, 1]")
+    if b.sum() > 1 + tol:
+        raise InfeasibleAllocation(f"(11e) broken: sum b = {b.sum():.6f} > 1")
+    if xi.sum() > 1 + tol:
+        raise InfeasibleAllocation(f"(11f) broken: sum xi = {xi.sum():.6f} > 1")
+    if (xi[~np.asarray(served, dtype=bool)] > tol).any():
+        raise InfeasibleAllocation("(11g) broken: steps given to a user whose model is not cached")

@@ -285,9 +285,13 @@ class ScenarioConfig:
         data = self.to_dict()
         for dotted, value in overrides.items():
             section, _, key = dotted.rpartition(".")
+            if section and section not in _SECTIONS:
+                allowed = ["seed", *(f"{name}.KEY" for name in _SECTIONS)]
+                raise ConfigError(f"unknown config key {dotted!r}; allowed: {allowed}")
             target = data[section] if section else data
             if key not in target:
-                raise ConfigError(f"unknown config key {dotted!r}")
+                allowed = sorted(f"{section}.{k}" if section else k for k in target)
+                raise ConfigError(f"unknown config key {dotted!r}; allowed: {allowed}")
             target[key] = value
         return ScenarioConfig.from_dict(data)
 

@@ -1,0 +1,208 @@
+"""Training T2DRL (Algorithm 1) in the frame/slot driver, and its run folder.
+
+``train(TrainConfig, scenario, out) -> dict`` plays H episodes x T frames x K slots with the
+two learners of ``agents.t2drl`` in the one driver (each learns from its own buffer: E per
+slot, F per frame) and writes a run folder:
+
+* ``config.toml`` (the scenario), ``train.json`` (the hyperparameters), ``run.json``
+  (git revision, package versions, device);
+* ``metrics.csv`` (one row per episode) and TensorBoard events under ``tb/``
+  (tags ``charts/``, ``losses/``, ``eval/``), both through the one recorder;
+* ``checkpoint/``: every network, optimizer, replay buffer and random state as
+  safetensors (never pickle) plus ``state.json``; ``train(..., resume=True)`` continues
+  from it and reproduces the uninterrupted run exactly.
+
+Training worlds are seeded apart from the evaluation worlds of ``testbed simulate``
+(``testbed.core.seeding``): the same run seed never trains and evaluates on one episode.
+Every ``eval_every`` episodes the agents are evaluated with exploration off on one fixed
+unseen episode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file, save_file
+
+from agents.t2drl import (
+    LOSS_KEYS,
+    METRIC_COLUMNS,
+    AllocationLearner,
+    CachingLearner,
+    LearnedAllocation,
+    LearnedCaching,
+    T2DRLAgents,
+    TrainConfig,
+    steps_amender,
+)
+from testbed.core.config import ScenarioConfig, build_catalogue, load_config, save_config
+from testbed.core.metrics import SlotMetrics
+from testbed.core.seeding import EVAL_SEED_OFFSET, training_world_seed
+from testbed.recorder import ProgressSpec, Recorder
+from testbed.runner import MetricsHook, run
+from testbed.simulator import simulated_driver
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """The two learners of one T2DRL instance in the driver, with their checkpoint."""
+
+    def __init__(self, scenario: ScenarioConfig, train: TrainConfig, out: Path) -> None:
+        self.scenario, self.train, self.out = scenario, train, out
+        self.catalogue = build_catalogue(scenario.catalogue)
+        self.driver = simulated_driver(scenario, self.catalogue, check=False)
+        self.agents = T2DRLAgents(scenario, train)
+        self.amender = steps_amender(train)
+        self.allocation = AllocationLearner(
+            self.agents.allocator, scenario, self.catalogue, train.agent, self.amender
+        )
+        self.caching = CachingLearner(
+            self.agents.caching,
+            scenario.catalogue.num_models,
+            scenario.timing.num_frames,
+            train.episodes,
+        )
+        self.episode = 0
+
+    def play_episode(self) -> dict[str, float]:
+        """One episode of Algorithm 1 (lines 4-47); returns its metrics."""
+        metrics = MetricsHook(SlotMetrics())
+        for learner in (self.allocation, self.caching):
+            for values in learner.losses.values():
+                values.clear()
+        self.driver.play_episode(
+            self.episode,
+            training_world_seed(self.train.seed, self.episode),
+            self.caching,
+            self.allocation,
+            hooks=(self.caching, self.allocation, metrics),
+        )
+        self.episode += 1
+        totals = metrics.metrics
+        means = totals.means()
+        losses = {**self.allocation.losses, **self.caching.losses}
+        return {
+            "episode_reward": totals.frame_reward,
+            "mean_slot_reward": means["mean_slot_reward"],
+            "utility": means["utility"],
+            "hit_ratio": means["hit_ratio"],
+            "violation_rate": means["violation_rate"],
+            **{k: float(np.mean(losses[k])) if losses[k] else float("nan") for k in LOSS_KEYS},
+            "epsilon": self.agents.caching.epsilon,
+        }
+
+    def evaluate(self) -> dict[str, float]:
+        """The current agents with exploration off, on one fixed unseen episode."""
+        name = self.train.agent
+        caching = LearnedCaching(self.agents.caching, self.scenario.catalogue.num_models, name)
+        allocation = LearnedAllocation(
+            self.agents.allocator, self.scenario, self.catalogue, name, self.amender
+        )
+        eval_config = self.scenario.replace(seed=self.train.seed + EVAL_SEED_OFFSET)
+        summary, _ = run(eval_config, caching, allocation, 1, catalogue=self.catalogue)
+        return {
+            "eval_mean_slot_reward": summary.mean_slot_reward,
+            "eval_utility": summary.utility,
+            "eval_hit_ratio": summary.hit_ratio,
+        }
+
+    def save(self) -> None:
+        ckpt = self.out / "checkpoint"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        save_file(self.agents.tensors(), ckpt / "networks.safetensors")
+        for agent in (self.agents.allocator, self.agents.caching):
+            save_numpy(agent.buffer.arrays(), ckpt / f"replay_{agent.name}.safetensors")
+        state = {
+            "episode": self.episode,
+            "rng": {
+                "allocator": self.agents.allocator.rng.bit_generator.state,
+                "caching": self.agents.caching.rng.bit_generator.state,
+            },
+            "epsilon": self.agents.caching.epsilon,
+        }
+        (ckpt / "state.json").write_text(json.dumps(state, indent=2, default=int) + "\n")
+
+    def load(self) -> None:
+        ckpt = self.out / "checkpoint"
+        self.agents.load_tensors(load_file(ckpt / "networks.safetensors"))
+        for agent in (self.agents.allocator, self.agents.caching):
+            agent.buffer.load_arrays(load_numpy(ckpt / f"replay_{agent.name}.safetensors"))
+        state = json.loads((ckpt / "state.json").read_text())
+        self.episode = int(state["episode"])
+        self.agents.allocator.rng.bit_generator.state = state["rng"]["allocator"]
+        self.agents.caching.rng.bit_generator.state = state["rng"]["caching"]
+        self.agents.caching.epsilon = float(state["epsilon"])
+
+
+def train(
+    train_config: TrainConfig,
+    scenario: ScenarioConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = False,
+    run_info: dict[str, Any] | None = None,
+    on_episode: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) Algorithm 1; returns the last episode's metrics and the folder.
+
+    With ``resume``, the stored hyperparameters and scenario are used and only
+    ``train_config.episodes`` (the new total) is taken from the argument.
+    ``on_episode`` is called with each episode's metrics row after it is written.
+    """
+    train_config.validate()
+    out = Path(out)
+    torch.set_num_threads(train_config.threads)
+    if resume:
+        stored = TrainConfig(**json.loads((out / "train.json").read_text()))
+        stored.episodes = train_config.episodes
+        train_config = stored
+        scenario = load_config(out / "config.toml")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(scenario, out / "config.toml")
+        (out / "train.json").write_text(json.dumps(asdict(train_config), indent=2) + "\n")
+        if run_info is not None:
+            (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
+    trainer = Trainer(scenario, train_config, out)
+    if resume:
+        trainer.load()
+    start = time.perf_counter()
+    last: dict[str, Any] = {}
+    recorder = Recorder(
+        out,
+        METRIC_COLUMNS,
+        resume_step=trainer.episode if resume else None,
+        progress=ProgressSpec(
+            total=train_config.episodes,
+            initial=trainer.episode,
+            unit="episode",
+            postfix={"reward": "{mean_slot_reward:.2f}", "hit": "{hit_ratio:.2f}"},
+            enabled=progress,
+        ),
+    )
+    with recorder:
+        while trainer.episode < train_config.episodes:
+            row = trainer.play_episode()
+            if trainer.episode % train_config.eval_every == 0:
+                row.update(trainer.evaluate())
+            row = {"episode": trainer.episode - 1, **row, "wall_s": time.perf_counter() - start}
+            recorder.record_many(row)
+            last = recorder.dump(step=row["episode"])
+            log.debug("episode %d: %s", row["episode"], row)
+            if trainer.episode % train_config.checkpoint_every == 0:
+                trainer.save()
+            if on_episode is not None:
+                on_episode(last)
+    trainer.save()
+    return {"out": str(out), **last}
