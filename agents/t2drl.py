@@ -54,7 +54,6 @@ METRIC_COLUMNS = (
     "eval_hit_ratio",
     "wall_s",
 )
-EVAL_COLUMNS = ("eval_mean_slot_reward", "eval_utility", "eval_hit_ratio")
 LOSS_KEYS = ("critic_loss", "actor_loss", "q_loss")
 
 

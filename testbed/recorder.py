@@ -23,7 +23,7 @@ Outputs, all optional:
   afterwards loses nothing dumped.
 * ``out_dir / "tb"``: TensorBoard scalars through ``torch.utils.tensorboard``, imported
   only here so that importing this module does not load torch. Only keys with a tag
-  are sent (:data:`METRIC_TAGS` by default), non-finite values are skipped.
+  are sent (:func:`default_tag` by default), non-finite values are skipped.
 * a tqdm bar advanced by one at each dump, its postfix formatted from the row.
 
 ``resume_step=N`` continues an interrupted run: the CSV keeps its header and first
@@ -46,23 +46,21 @@ from tqdm import tqdm
 TagRule = Mapping[str, str] | Callable[[str], str | None]
 """Maps a metric key to its TensorBoard tag, or to nothing (``None``/absent: not sent)."""
 
-_CHART_KEYS = (
-    "episode_reward",
-    "mean_slot_reward",
-    "utility",
-    "hit_ratio",
-    "violation_rate",
-    "epsilon",
-)
-_LOSS_KEYS = ("critic_loss", "actor_loss", "q_loss")
-_EVAL_KEYS = ("eval_mean_slot_reward", "eval_utility", "eval_hit_ratio")
+UNTAGGED = frozenset({"episode", "step", "wall_s"})
+"""Keys that index a row or time it, never sent to TensorBoard by :func:`default_tag`."""
 
-METRIC_TAGS: Mapping[str, str] = {
-    **{key: f"charts/{key}" for key in _CHART_KEYS},
-    **{key: f"losses/{key}" for key in _LOSS_KEYS},
-    **{key: f"eval/{key.removeprefix('eval_')}" for key in _EVAL_KEYS},
-}
-"""The project's TensorBoard tags (CleanRL's ``charts/``, ``losses/``, ``eval/``)."""
+
+def default_tag(key: str) -> str | None:
+    """The project's TensorBoard tags, after CleanRL: ``losses/<key>`` for a ``*_loss``,
+    ``eval/<key without eval_>`` for an ``eval_*``, ``charts/<key>`` for any other metric;
+    none for the keys of :data:`UNTAGGED`."""
+    if key in UNTAGGED:
+        return None
+    if key.endswith("_loss"):
+        return f"losses/{key}"
+    if key.startswith("eval_"):
+        return f"eval/{key.removeprefix('eval_')}"
+    return f"charts/{key}"
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ class Recorder:
         csv_name: str = "metrics.csv",
         tensorboard: bool = True,
         progress: ProgressSpec | None = None,
-        tags: TagRule = METRIC_TAGS,
+        tags: TagRule = default_tag,
         resume_step: int | None = None,
     ) -> None:
         self.columns = tuple(columns)

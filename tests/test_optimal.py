@@ -4,10 +4,10 @@ against the even split and random feasible allocations, and exact cache enumerat
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from scenario import Scenario
 
 from agents.optimal import (
     OptimalAllocation,
@@ -18,8 +18,8 @@ from agents.optimal import (
     optimal_steps,
     steps_lower_bound,
 )
-from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue
-from testbed.core.records import FrameState, SlotOutcome, SlotState
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.records import FrameState
 from testbed.core.seeding import optimal_samples_seed
 from testbed.core.system_model import (
     RadioParams,
@@ -31,25 +31,10 @@ from testbed.core.system_model import (
     even_allocation,
     feasible_caches,
     popular_cache,
-    score_slot,
     served_at_edge,
     uplink_rate_bps,
 )
 from ue_emulator.world import World, sample_slots
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A scenario's config, catalogue and radio constants: what a slot is scored with."""
-
-    config: ScenarioConfig
-    catalogue: ModelCatalogue
-    radio: RadioParams
-
-    def evaluate(
-        self, slot: SlotState, cache: np.ndarray, b: np.ndarray, xi: np.ndarray
-    ) -> SlotOutcome:
-        return score_slot(self.radio, self.catalogue, slot, cache, b, xi)
 
 
 def _slots(num_users: int, seed: int, count: int) -> tuple[Scenario, list, list]:

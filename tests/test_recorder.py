@@ -16,7 +16,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from testbed.logs import LOG_LEVELS, configure_logging
-from testbed.recorder import METRIC_TAGS, ProgressSpec, Recorder
+from testbed.recorder import ProgressSpec, Recorder, default_tag
 
 COLUMNS = (
     "episode",
@@ -170,10 +170,11 @@ def test_tags_can_be_a_function(tmp_path: Path) -> None:
 
 
 def test_default_tags_follow_charts_losses_eval() -> None:
-    assert METRIC_TAGS["epsilon"] == "charts/epsilon"
-    assert METRIC_TAGS["q_loss"] == "losses/q_loss"
-    assert METRIC_TAGS["eval_hit_ratio"] == "eval/hit_ratio"
-    assert "episode" not in METRIC_TAGS and "wall_s" not in METRIC_TAGS
+    assert default_tag("epsilon") == "charts/epsilon"
+    assert default_tag("episode_reward") == "charts/episode_reward"
+    assert default_tag("q_loss") == "losses/q_loss"
+    assert default_tag("eval_hit_ratio") == "eval/hit_ratio"
+    assert default_tag("episode") is None and default_tag("wall_s") is None
 
 
 def test_missing_torch_fails_at_construction_and_writes_nothing(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
+from scenario import Scenario
 
 from agents.schrs import (
     GeneticAllocation,
@@ -13,8 +12,8 @@ from agents.schrs import (
     polynomial_mutation,
     sbx_crossover,
 )
-from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue
-from testbed.core.records import FrameState, SlotOutcome, SlotState
+from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.records import FrameState
 from testbed.core.system_model import (
     RadioParams,
     amend_bandwidth,
@@ -22,7 +21,6 @@ from testbed.core.system_model import (
     cache_size_gb,
     check_allocation,
     even_allocation,
-    score_slot,
     served_at_edge,
     zipf_pmf,
 )
@@ -49,20 +47,6 @@ def test_static_cache_is_the_popular_cache_at_gamma_1_and_never_changes() -> Non
     used = np.cumsum(np.where(cache, catalogue.size_gb, 0.0))
     for m in np.flatnonzero(~cache):
         assert used[m] + catalogue.size_gb[m] > config.catalogue.cache_capacity_gb
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A scenario's config, catalogue and radio constants: what a slot is scored with."""
-
-    config: ScenarioConfig
-    catalogue: ModelCatalogue
-    radio: RadioParams
-
-    def evaluate(
-        self, slot: SlotState, cache: np.ndarray, b: np.ndarray, xi: np.ndarray
-    ) -> SlotOutcome:
-        return score_slot(self.radio, self.catalogue, slot, cache, b, xi)
 
 
 def _episode(num_users: int, seed: int, count: int) -> tuple[Scenario, np.ndarray, list]:
