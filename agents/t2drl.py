@@ -12,19 +12,24 @@ the run folder, the metrics and the checkpoints are the application's
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file, save_file
 
 from agents.d3pg import D3PG, D3PGConfig
 from agents.ddpg import DDPG, ActorCriticConfig
 from agents.ddqn import DDQN, DDQNConfig
 from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue, load_config
+from testbed.core.errors import CheckpointError
 from testbed.core.observation import ObservationCodec
 from testbed.core.protocols import Hooks
 from testbed.core.records import FrameState, FrameStep, SlotState, SlotStep
@@ -92,8 +97,10 @@ class TrainConfig:
             raise ValueError(
                 f"steps_amender = {self.steps_amender!r}: allowed {list(STEP_AMENDERS)}"
             )
-        if self.episodes < 1:
-            raise ValueError(f"episodes = {self.episodes} is out of range: allowed [1, inf)")
+        for key in ("episodes", "threads", "checkpoint_every", "eval_every"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} = {value!r} is out of range: allowed integers >= 1")
 
 
 def steps_amender(train: TrainConfig) -> str:
@@ -254,27 +261,108 @@ class LearnedCaching:
         return amend_cache(self.agent.act(frame.gamma, explore=False), self.num_models)
 
 
+CHECKPOINT_VERSION = 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checkpoint(
+    ckpt: Path,
+    agents: T2DRLAgents,
+    train: TrainConfig,
+    scenario: ScenarioConfig,
+    state: dict[str, Any],
+) -> None:
+    """Every network, optimizer, replay buffer and random state as safetensors (never
+    pickle), ``state.json``, and ``manifest.json`` (agent kind, scenario shape, the SHA-256
+    of every file). Written into ``<ckpt>.tmp`` and swapped in, so a kill mid-write leaves
+    the previous checkpoint (as ``<ckpt>`` or ``<ckpt>.old``) intact."""
+    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(agents.tensors(), tmp / "networks.safetensors")
+    for agent in (agents.allocator, agents.caching):
+        save_numpy(agent.buffer.arrays(), tmp / f"replay_{agent.name}.safetensors")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2, default=int) + "\n")
+    manifest = {
+        "version": CHECKPOINT_VERSION,
+        "agent": train.agent,
+        "num_users": scenario.network.num_users,
+        "num_models": scenario.catalogue.num_models,
+        "episode": int(state["episode"]),
+        "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir())},
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if ckpt.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(ckpt, old)
+    os.replace(tmp, ckpt)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_checkpoint(ckpt: Path, agent: str, scenario: ScenarioConfig) -> dict[str, Any]:
+    """The checkpoint's manifest, once its kind, its shape and every file's checksum match;
+    a checkpoint caught between its write and its swap is read from ``<ckpt>.old``."""
+    old = ckpt.with_name(ckpt.name + ".old")
+    if not (ckpt / "manifest.json").is_file() and (old / "manifest.json").is_file():
+        ckpt = old
+    manifest_path = ckpt / "manifest.json"
+    if not manifest_path.is_file():
+        raise CheckpointError(
+            f"{ckpt} holds no complete checkpoint (no manifest.json); "
+            "expected the checkpoint/ folder of `testbed train`"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files, kind = dict(manifest["files"]), manifest["agent"]
+        shape = (int(manifest["num_users"]), int(manifest["num_models"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{manifest_path} is unreadable: {exc}") from exc
+    if kind != agent:
+        raise CheckpointError(f"{ckpt} holds a {kind!r} checkpoint, not {agent!r}")
+    wanted = (scenario.network.num_users, scenario.catalogue.num_models)
+    if shape != wanted:
+        raise CheckpointError(
+            f"{ckpt} was trained for U={shape[0]}, M={shape[1]}; "
+            f"the scenario has U={wanted[0]}, M={wanted[1]}"
+        )
+    for name, digest in files.items():
+        path = ckpt / name
+        if not path.is_file() or _sha256(path) != digest:
+            raise CheckpointError(f"{path} is missing or corrupted (SHA-256 differs from manifest)")
+    return {**manifest, "path": str(ckpt)}
+
+
+def read_networks(path: Path) -> dict[str, torch.Tensor]:
+    """A verified checkpoint's networks, refused if any weight is NaN or infinite."""
+    tensors = load_file(path)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite values in {bad[:3]}")
+    return tensors
+
+
 def load_policies(
     run_dir: str | Path,
     scenario: ScenarioConfig | None = None,
     catalogue: ModelCatalogue | None = None,
 ):
-    """The (caching, allocation) policies of a trained run folder, for ``testbed simulate``."""
+    """The (caching, allocation) policies of a trained run folder, for ``testbed simulate``.
+
+    The checkpoint is verified first (kind, shape, checksums, finite weights)."""
     run_dir = Path(run_dir)
     train = TrainConfig(**json.loads((run_dir / "train.json").read_text()))
     trained_on = load_config(run_dir / "config.toml")
     scenario = scenario or trained_on
-    if (scenario.network.num_users, scenario.catalogue.num_models) != (
-        trained_on.network.num_users,
-        trained_on.catalogue.num_models,
-    ):
-        raise ValueError(
-            f"checkpoint {run_dir} was trained for U={trained_on.network.num_users}, "
-            f"M={trained_on.catalogue.num_models}; the scenario has "
-            f"U={scenario.network.num_users}, M={scenario.catalogue.num_models}"
-        )
+    manifest = verify_checkpoint(run_dir / "checkpoint", train.agent, scenario)
     agents = T2DRLAgents(trained_on, train)
-    agents.load_tensors(load_file(run_dir / "checkpoint" / "networks.safetensors"))
+    agents.load_tensors(read_networks(Path(manifest["path"]) / "networks.safetensors"))
     catalogue = catalogue or build_catalogue(scenario.catalogue)
     caching = LearnedCaching(agents.caching, scenario.catalogue.num_models, train.agent)
     allocation = LearnedAllocation(

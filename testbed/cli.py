@@ -28,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from testbed.core.config import (
-    ConfigError,
     ScenarioConfig,
     build_catalogue,
     load_config,
     save_config,
 )
+from testbed.core.errors import TestbedError, UsageError
+from testbed.core.outputs import atomic_write_text, check_out_dir, check_out_file, claim_out_dir
+from testbed.interrupts import Interrupted, raise_interrupted
 from testbed.logs import LOG_LEVELS, configure_logging
-from testbed.policies import LEARNED, POLICIES, PolicyError
+from testbed.policies import LEARNED, POLICIES
 from testbed.provenance import run_metadata
 
 log = logging.getLogger("testbed")
@@ -45,10 +47,8 @@ _PLUGINS = ("calibration.cli",)
 _SCENARIO_SECTIONS = ("network", "timing", "catalogue", "utility")
 _TRAINING_SECTIONS = ("train", "allocator", "caching")
 _TRAIN_FLAGS = ("agent", "preset", "threads")
-
-
-class UsageError(ValueError):
-    """A flag or ``--set`` value that cannot be used; the message names it."""
+DEFAULT_EPISODES = 500
+"""H of Table 2: the episodes of a new training run."""
 
 
 def _parse_value(text: str) -> Any:
@@ -104,11 +104,17 @@ def _simulate(args: argparse.Namespace) -> int:
     catalogue = build_catalogue(config.catalogue)
     if args.policy in LEARNED and not args.checkpoint:
         raise UsageError(f"--policy {args.policy} needs --checkpoint RUN_DIR")
+    if args.checkpoint and args.policy not in LEARNED:
+        raise UsageError(f"--checkpoint applies to {list(LEARNED)}, not --policy {args.policy}")
     caching, allocation = make_policies(args.policy, config, catalogue, args.checkpoint)
-    out = Path(args.out or f"runs/simulate__{args.policy}__seed{config.seed}__{int(time.time())}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(
+        args.out or f"runs/simulate__{args.policy}__seed{config.seed}__{int(time.time())}",
+        overwrite=args.overwrite,
+    )
+    claim_out_dir(out, args.overwrite)
     save_config(config, out / "config.toml")
     (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    args.kept = lambda: f"every finished episode is in {out / 'trace.parquet'} and metrics.csv"
     summary, _ = run(
         config,
         caching,
@@ -120,7 +126,7 @@ def _simulate(args: argparse.Namespace) -> int:
         metrics_dir=out,
     )
     payload = {"policy": args.policy, **summary.to_dict()}
-    (out / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(payload, indent=2) + "\n")
     print(
         f"{args.policy}: utility {summary.utility:.3f}  hit ratio {summary.hit_ratio:.3f}  "
         f"violation rate {summary.violation_rate:.3f}  "
@@ -140,11 +146,14 @@ def _reject_training_sets(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from testbed.compare import write_comparison
+    from testbed.policies import make_policies
 
     config = _scenario(args)
     _reject_training_sets(args)
-    out = Path(args.out or f"runs/compare__seed{config.seed}__{int(time.time())}")
     seeds = range(config.seed, config.seed + args.seeds)
+    if len(set(args.policies)) != len(args.policies):
+        twice = sorted({p for p in args.policies if args.policies.count(p) > 1})
+        raise UsageError(f"--policies names {twice} more than once: list each policy once")
     checkpoints = {}
     for item in args.checkpoint:
         name, sep, path = item.partition("=")
@@ -152,20 +161,50 @@ def _compare(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--checkpoint {item!r}: expected NAME=RUN_DIR with NAME in {list(LEARNED)}"
             )
+        if name not in args.policies:
+            raise UsageError(f"--checkpoint {item!r}: {name} is not among --policies")
         checkpoints[name] = Path(path)
     missing = [p for p in args.policies if p in LEARNED and p not in checkpoints]
     if missing:
         raise UsageError(f"--policies {missing} need --checkpoint NAME=RUN_DIR")
+    catalogue = build_catalogue(config.catalogue)
+    for name, path in checkpoints.items():
+        make_policies(name, config, catalogue, path)  # verified before anything is written
+    if args.resume:
+        out = Path(args.resume)
+        if not (out / "config.toml").is_file():
+            raise UsageError(f"--resume {out}: no comparison to continue (no config.toml)")
+        if load_config(out / "config.toml").to_dict() != config.to_dict():
+            raise UsageError(
+                f"--resume {out}: the scenario differs from the stored one; "
+                "give the same --config/--seed/--users/--set"
+            )
+    else:
+        out = check_out_dir(
+            args.out or f"runs/compare__seed{config.seed}__{int(time.time())}",
+            overwrite=args.overwrite,
+            resumable=True,
+        )
+        claim_out_dir(out, args.overwrite)
+        save_config(config, out / "config.toml")
+        (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    args.kept = lambda: f"every finished run is in {out / 'compare.csv'}; --resume {out} continues"
     summary = write_comparison(
-        config, args.policies, seeds, args.episodes, out, not args.quiet, checkpoints
+        config,
+        args.policies,
+        seeds,
+        args.episodes,
+        out,
+        not args.quiet,
+        checkpoints,
+        resume=bool(args.resume),
     )
-    save_config(config, out / "config.toml")
-    (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
     for row in summary.itertuples():
+        interval = f"+- {row.utility_ci95:.3f}" if args.seeds > 1 else "(1 seed: no 95% interval)"
         print(
-            f"{row.policy:8s} utility {row.utility:8.3f} +- {row.utility_ci95:.3f}  "
-            f"hit ratio {row.hit_ratio:.3f} +- {row.hit_ratio_ci95:.3f}  "
-            f"violation rate {row.violation_rate:.3f}  decision {row.decision_ms_per_slot:.2f} ms"
+            f"{row.policy:10s} utility {row.utility:8.3f} {interval}  "
+            f"hit ratio {row.hit_ratio:.3f}  violation rate {row.violation_rate:.3f}  "
+            f"decision {row.decision_ms_per_slot:.2f} ms"
         )
     print(f"-> {out}")
     return 0
@@ -177,7 +216,7 @@ def train_config_from_args(args: argparse.Namespace, seed: int) -> Any:
     from agents.t2drl import TrainConfig, allocator_config, caching_config
 
     sets = parse_sets(args.set, ("seed", *_SCENARIO_SECTIONS, *_TRAINING_SECTIONS))
-    values: dict[str, Any] = {"episodes": args.episodes, "seed": seed}
+    values: dict[str, Any] = {"episodes": args.episodes or DEFAULT_EPISODES, "seed": seed}
     values.update({flag: getattr(args, flag) for flag in _TRAIN_FLAGS if getattr(args, flag)})
     allowed = {f.name for f in fields(TrainConfig)} - {"allocator", "caching"}
     for name, value in sets.get("train", {}).items():
@@ -192,7 +231,9 @@ def train_config_from_args(args: argparse.Namespace, seed: int) -> Any:
         allocator_config(train_config)
         caching_config(train_config)
     except (TypeError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
+        raise UsageError(
+            f"training options (--set train.*, allocator.*, caching.*): {exc}"
+        ) from exc
     return train_config
 
 
@@ -230,18 +271,26 @@ def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from agents.t2drl import TrainConfig
+    from agents.t2drl import TrainConfig, verify_checkpoint
     from testbed.training import train
 
     if args.resume:
         out = Path(args.resume)
-        if not (out / "checkpoint" / "state.json").is_file():
+        if not (out / "train.json").is_file() or not (out / "config.toml").is_file():
             raise UsageError(
-                f"--resume {out}: no checkpoint to continue from (expected checkpoint/state.json)"
+                f"--resume {out}: not a run folder of `testbed train` "
+                "(expected train.json, config.toml and checkpoint/)"
             )
         _check_resume_flags(args, out)
+        try:
+            stored = TrainConfig(**json.loads((out / "train.json").read_text()))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--resume {out}: train.json is unreadable: {exc}") from exc
+        verify_checkpoint(out / "checkpoint", stored.agent, load_config(out / "config.toml"))
+        episodes = args.episodes or stored.episodes
+        args.kept = lambda: f"{out} holds a checkpoint; --resume {out} continues"
         result = train(
-            TrainConfig(episodes=args.episodes),
+            TrainConfig(episodes=episodes),
             ScenarioConfig(),
             out,
             resume=True,
@@ -251,8 +300,10 @@ def _train(args: argparse.Namespace) -> int:
         config = _scenario(args)
         train_config = train_config_from_args(args, config.seed)
         default = f"runs/train__{train_config.agent}__seed{config.seed}__{int(time.time())}"
-        out = Path(args.out or default)
+        out = check_out_dir(args.out or default, overwrite=args.overwrite, resumable=True)
+        claim_out_dir(out, args.overwrite)
         log.info("training %s", json.dumps(asdict(train_config)))
+        args.kept = lambda: f"{out} holds a checkpoint; --resume {out} continues"
         result = train(
             train_config, config, out, progress=not args.quiet, run_info=run_metadata(sys.argv)
         )
@@ -268,11 +319,28 @@ def _experiment(args: argparse.Namespace) -> int:
     from testbed.experiments import run_experiment
 
     preset = "quick" if args.quick else "full"
-    out = Path(args.out or f"runs/experiment__{args.name}__{preset}__{int(time.time())}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    if args.resume:
+        out = Path(args.resume)
+        if not out.is_dir():
+            raise UsageError(f"--resume {out}: no such experiment folder")
+    else:
+        out = check_out_dir(
+            args.out or f"runs/experiment__{args.name}__{preset}__{int(time.time())}",
+            overwrite=args.overwrite,
+            resumable=True,
+        )
+        claim_out_dir(out, args.overwrite)
+        (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    args.kept = lambda: f"every finished run is in {out}; --resume {out} continues"
     report = (lambda message: None) if args.quiet else logging.getLogger("testbed.experiments").info
-    run_experiment(args.name, out, args.quick, report, seeds=args.seeds, episodes=args.episodes)
+    run_experiment(
+        args.name,
+        out,
+        args.quick,
+        report,
+        seeds=args.seeds,
+        episodes=args.episodes,
+    )
     print(f"{args.name} ({preset}) -> {out}")
     return 0
 
@@ -280,11 +348,15 @@ def _experiment(args: argparse.Namespace) -> int:
 def _curves(args: argparse.Namespace) -> int:
     from testbed.experiments import plot_training_curves
 
-    curves = plot_training_curves(
-        [Path(r) for r in args.runs], Path(args.out), args.metric, args.window
-    )
-    curves.to_csv(Path(args.out).with_suffix(".csv"), index_label="episode")
-    print(f"-> {args.out}")
+    out = check_out_file(args.out, overwrite=args.overwrite)
+    table = out.with_suffix(".csv")
+    check_out_file(table, flag="--out (its CSV)", overwrite=args.overwrite)
+    for run_dir in args.runs:
+        if not (Path(run_dir) / "metrics.csv").is_file():
+            raise UsageError(f"{run_dir}: not a run of `testbed train` (no metrics.csv)")
+    curves = plot_training_curves([Path(r) for r in args.runs], out, args.metric, args.window)
+    curves.to_csv(table, index_label="episode")
+    print(f"-> {out}")
     return 0
 
 
@@ -292,6 +364,7 @@ def _config(args: argparse.Namespace) -> int:
     config = _scenario(args)
     _reject_training_sets(args)
     if args.out:
+        check_out_file(args.out, overwrite=args.overwrite)
         save_config(config, args.out)
         print(f"wrote {args.out}")
     else:
@@ -320,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="stdlib logging level (stderr)"
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback behind an input error"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="play a policy on a scenario and write a run folder")
@@ -329,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="run seed (overrides the config's)")
     sim.add_argument("--users", type=int, default=None, help="U (overrides the config's)")
     sim.add_argument("--out", default=None, help="run folder (default: runs/simulate__...)")
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
     sim.add_argument("--config", default=None, help="scenario TOML (default: the paper's)")
     _add_set(sim)
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -350,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--seed", type=int, default=None, help="first seed (default: config's)")
     cmp_.add_argument("--users", type=int, default=None)
     cmp_.add_argument("--out", default=None)
+    cmp_.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
+    cmp_.add_argument(
+        "--resume", default=None, metavar="DIR", help="continue an interrupted comparison"
+    )
     cmp_.add_argument("--config", default=None)
     _add_set(cmp_)
     cmp_.add_argument("--quiet", action="store_true")
@@ -357,7 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     trn = sub.add_parser("train", help="train T2DRL (DDQN + D3PG) or DDPG-based T2DRL")
     trn.add_argument("--agent", choices=list(LEARNED), default=None, help="default: t2drl")
-    trn.add_argument("--episodes", type=int, default=500, help="H (Table 2: 500)")
+    trn.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help=f"H (default {DEFAULT_EPISODES}, Table 2; with --resume: the stored count)",
+    )
     trn.add_argument("--seed", type=int, default=None)
     trn.add_argument("--users", type=int, default=None)
     trn.add_argument(
@@ -368,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trn.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
     trn.add_argument("--out", default=None)
+    trn.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
     trn.add_argument("--config", default=None)
     _add_set(trn, training=True)
     trn.add_argument(
@@ -387,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--seeds", type=int, default=None, help="seeds per point (default 3)")
     exp.add_argument("--episodes", type=int, default=None, help="H per training run")
     exp.add_argument("--out", default=None)
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
+    exp.add_argument(
+        "--resume", default=None, metavar="DIR", help="continue an interrupted experiment"
+    )
     exp.add_argument("--quiet", action="store_true")
     exp.set_defaults(handler=_experiment)
 
@@ -394,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     crv.add_argument("runs", nargs="+", help="run folders of `testbed train`")
     crv.add_argument("--metric", default="mean_slot_reward")
     crv.add_argument("--window", type=int, default=10, help="moving-average window (episodes)")
-    crv.add_argument("--out", default="curves.png")
+    crv.add_argument("--out", default="curves.png", help="PNG (its CSV is written beside it)")
+    crv.add_argument("--overwrite", action="store_true", help="replace existing --out files")
     crv.set_defaults(handler=_curves)
 
     cfg = sub.add_parser("config", help="print or write the scenario (defaults: Table 2)")
@@ -403,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--users", type=int, default=None)
     _add_set(cfg)
     cfg.add_argument("--out", default=None, help="write TOML here instead of printing it")
+    cfg.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     cfg.set_defaults(handler=_config)
 
     for plugin in _PLUGINS:
@@ -411,32 +504,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt_on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     if threading.current_thread() is threading.main_thread():
-        # a terminated run unwinds like Ctrl-C, so the trace writer keeps every row
-        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+        # a terminated run unwinds like Ctrl-C, so every writer keeps its finished rows
+        signal.signal(signal.SIGTERM, raise_interrupted)
     for flag in ("episodes", "seeds", "threads"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
-            print(f"testbed: error: --{flag} must be >= 1", file=sys.stderr)
+            print(f"testbed: error: --{flag} = {value}: allowed >= 1", file=sys.stderr)
             return 2
     try:
         return int(args.handler(args) or 0)
-    except ConfigError as exc:
-        print(f"testbed: config error: {exc}", file=sys.stderr)
-        return 2
-    except (UsageError, PolicyError) as exc:
+    except TestbedError as exc:
+        if args.debug:
+            raise
         print(f"testbed: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("testbed: interrupted; rows simulated so far are kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        code = exc.exit_code if isinstance(exc, Interrupted) else 130
+        name = "SIGTERM" if code == 143 else "Ctrl-C"
+        kept = getattr(args, "kept", None)
+        detail = f"; {kept()}" if kept is not None else "; nothing had been written yet"
+        print(f"testbed: stopped by {name}{detail}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -9,14 +9,16 @@ half-width per policy, Student t over seeds) and ``compare.png``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.errors import UsageError
 from testbed.core.metrics import summarise
+from testbed.core.outputs import atomic_write_text
 from testbed.policies import make_policies
 from testbed.runner import run
 
@@ -30,17 +32,27 @@ def compare_policies(
     episodes: int,
     progress: bool = False,
     checkpoints: Mapping[str, Path] | None = None,
+    done: pd.DataFrame | None = None,
+    on_row: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """One row per (policy, seed) with the run summary's metrics.
 
     A policy named in ``checkpoints`` (e.g. ``{"t2drl": run_dir}``) is a trained run of
-    ``testbed train``, evaluated with exploration off.
+    ``testbed train``, evaluated with exploration off. Rows of ``done`` (a previous,
+    interrupted comparison) are kept and their runs skipped; ``on_row`` sees the table after
+    each finished run, so a caller can keep it on disk.
     """
+    if len(set(policies)) != len(policies):
+        duplicates = sorted({p for p in policies if list(policies).count(p) > 1})
+        raise UsageError(f"--policies names {duplicates} more than once: each policy once")
     checkpoints = checkpoints or {}
     catalogue = build_catalogue(config.catalogue)
-    rows = []
+    rows = [] if done is None else done.to_dict("records")
+    finished = {(row["policy"], int(row["seed"])) for row in rows}
     for policy in policies:
         for seed in seeds:
+            if (policy, int(seed)) in finished:
+                continue
             seeded = config.replace(seed=int(seed))
             caching, allocation = make_policies(policy, seeded, catalogue, checkpoints.get(policy))
             summary, _ = run(
@@ -49,6 +61,10 @@ def compare_policies(
             rows.append(
                 {"policy": policy, "seed": int(seed), **{m: getattr(summary, m) for m in METRICS}}
             )
+            if on_row is not None:
+                on_row(pd.DataFrame(rows))
+    order = {(p, int(s)): i for i, (p, s) in enumerate((p, s) for p in policies for s in seeds)}
+    rows.sort(key=lambda row: order.get((row["policy"], int(row["seed"])), len(order)))
     return pd.DataFrame(rows)
 
 
@@ -90,15 +106,29 @@ def write_comparison(
     out: Path,
     progress: bool = False,
     checkpoints: Mapping[str, Path] | None = None,
+    resume: bool = False,
 ) -> pd.DataFrame:
+    """Compare into ``out``: ``compare.csv`` is rewritten (atomically) after every finished
+    run, so an interruption keeps them all and ``resume`` continues from them."""
     out.mkdir(parents=True, exist_ok=True)
-    results = compare_policies(config, policies, seeds, episodes, progress, checkpoints)
-    results.to_csv(out / "compare.csv", index=False)
+    done = None
+    if resume and (out / "compare.csv").is_file():
+        done = pd.read_csv(out / "compare.csv")
+        done = done[done["policy"].isin(policies) & done["seed"].isin(list(seeds))]
+
+    def keep(rows: pd.DataFrame) -> None:
+        atomic_write_text(out / "compare.csv", rows.to_csv(index=False))
+
+    results = compare_policies(
+        config, policies, seeds, episodes, progress, checkpoints, done, on_row=keep
+    )
+    keep(results)
     summary = summarise(results, ["policy"], METRICS)
     summary.to_csv(out / "compare_summary.csv", index=False)
+    interval = "95% CI" if len(seeds) > 1 else "no interval from 1 seed"
     title = (
         f"U={config.network.num_users}, C={config.catalogue.cache_capacity_gb:g} GB, "
-        f"{len(seeds)} seeds x {episodes} episode(s), 95% CI"
+        f"{len(seeds)} seed(s) x {episodes} episode(s), {interval}"
     )
     plot_summary(summary, out / "compare.png", title)
     return summary

@@ -20,16 +20,19 @@ take hours.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.metrics import summarise
+from testbed.core.outputs import atomic_write_text
 from testbed.core.seeding import EVAL_SEED_OFFSET, Role, policy_seed
 from testbed.policies import make_policies
 from testbed.runner import run
@@ -72,7 +75,6 @@ BUDGETS = {
 
 def _train_and_load(scenario: ScenarioConfig, agent: str, seed: int, budget: Budget, out: Path):
     from agents.t2drl import TrainConfig
-    from testbed.training import train
 
     settings = TrainConfig(
         agent=agent,
@@ -83,9 +85,25 @@ def _train_and_load(scenario: ScenarioConfig, agent: str, seed: int, budget: Bud
         checkpoint_every=10_000,
         eval_every=budget.episodes,  # the sweeps evaluate afterwards, on their own episodes
     )
-    train(settings, scenario.replace(seed=seed), out)
     seeded = scenario.replace(seed=seed)
+    _train_once(settings, seeded, out)
     return make_policies(agent, seeded, build_catalogue(seeded.catalogue), checkpoint=out)
+
+
+def _train_once(settings, scenario: ScenarioConfig, run_dir: Path) -> None:
+    """Train into ``run_dir`` unless it already holds this run, finished (a resumed
+    experiment keeps it); an unfinished one is trained again from scratch."""
+    from testbed.training import train
+
+    state = run_dir / "checkpoint" / "manifest.json"
+    if state.is_file() and (run_dir / "train.json").is_file():
+        stored = json.loads((run_dir / "train.json").read_text())
+        if stored == asdict(settings) and json.loads(state.read_text())["episode"] == (
+            settings.episodes
+        ):
+            return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    train(settings, scenario, run_dir)
 
 
 def _evaluate(
@@ -165,18 +183,22 @@ def _sweep(
     configure: Callable[[float], ScenarioConfig],
     log: Callable[[str], None],
 ) -> None:
-    rows = []
+    done = out / f"{name}.csv"  # rows of an interrupted run of this experiment are kept
+    rows = pd.read_csv(done).to_dict("records") if done.is_file() else []
+    finished = {(float(r[key]), r["policy"], int(r["seed"])) for r in rows}
     for value in values:
         scenario = configure(value)
         for policy in SWEEP_POLICIES:
             for seed in range(budget.seeds):
+                if (float(value), policy, seed) in finished:
+                    continue
                 result = _evaluate(scenario, policy, seed, budget, out / "work" / f"{key}{value}")
                 rows.append({key: value, "policy": policy, "seed": seed, **result})
                 log(
                     f"{name} {key}={value} {policy} seed {seed}: utility {result['utility']:.3f} "
                     f"hit {result['hit_ratio']:.3f} ({result['wall_s']:.1f} s)"
                 )
-                pd.DataFrame(rows).to_csv(out / f"{name}.csv", index=False)
+                atomic_write_text(done, pd.DataFrame(rows).to_csv(index=False))
     summary = summarise(pd.DataFrame(rows), [key, "policy"], SWEEP_METRICS)
     summary.to_csv(out / f"{name}_summary.csv", index=False)
     note = f"H={budget.episodes}, {budget.seeds} seeds, 95% CI"
@@ -239,7 +261,6 @@ def _curves(
 ) -> pd.DataFrame:
     """Train every variant on every seed; returns the stacked metrics.csv rows."""
     from agents.t2drl import TrainConfig
-    from testbed.training import train
 
     frames = []
     for label, (agent, allocator) in variants.items():
@@ -254,7 +275,7 @@ def _curves(
                 checkpoint_every=10_000,
                 eval_every=budget.eval_every,
             )
-            train(settings, ScenarioConfig().replace(seed=seed), run_dir)
+            _train_once(settings, ScenarioConfig().replace(seed=seed), run_dir)
             metrics = pd.read_csv(run_dir / "metrics.csv")
             metrics.insert(0, "variant", label)
             metrics.insert(1, "seed", seed)
@@ -263,7 +284,7 @@ def _curves(
                 f"{name} {label} seed {seed}: last mean slot reward "
                 f"{metrics['mean_slot_reward'].iloc[-1]:.3f}"
             )
-            pd.concat(frames).to_csv(out / f"{name}.csv", index=False)
+            atomic_write_text(out / f"{name}.csv", pd.concat(frames).to_csv(index=False))
     return pd.concat(frames)
 
 
@@ -415,6 +436,8 @@ def run_experiment(
     seeds: int | None = None,
     episodes: int | None = None,
 ) -> Path:
+    """Run experiment ``name`` into ``out``. Finished runs already in ``out`` (from an
+    interrupted run of the same experiment) are kept and skipped."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
     budget = BUDGETS["quick" if quick else "full"]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from testbed.core.config import ModelCatalogue, ScenarioConfig
+from testbed.core.errors import TestbedError
 from testbed.core.protocols import AllocationPolicy, CachingPolicy
 
 PolicyPair = tuple[CachingPolicy, AllocationPolicy]
@@ -53,7 +54,7 @@ LEARNED = ("t2drl", "ddpg-t2drl")
 POLICIES = (*BASELINES, *LEARNED)
 
 
-class PolicyError(ValueError):
+class PolicyError(TestbedError):
     """A policy name, or its checkpoint, cannot be used."""
 
 
@@ -71,16 +72,16 @@ def make_policies(
     if checkpoint is None:
         raise PolicyError(f"policy {name} needs a checkpoint: the run folder of `testbed train`")
     run_dir = Path(checkpoint)
-    if not (run_dir / "checkpoint" / "networks.safetensors").is_file():
-        raise PolicyError(
-            f"{run_dir} holds no trained checkpoint "
-            "(expected checkpoint/networks.safetensors from `testbed train`)"
-        )
+    if not run_dir.is_dir():
+        raise PolicyError(f"checkpoint {run_dir}: no such run folder of `testbed train`")
     import json
 
     from agents.t2drl import load_policies
 
-    trained = json.loads((run_dir / "train.json").read_text()).get("agent")
+    try:
+        trained = json.loads((run_dir / "train.json").read_text()).get("agent")
+    except (OSError, ValueError) as exc:
+        raise PolicyError(f"{run_dir}/train.json is missing or unreadable: {exc}") from exc
     if trained != name:
         raise PolicyError(f"{run_dir} holds a trained {trained!r} run, not {name!r}")
     return load_policies(run_dir, config, catalogue)

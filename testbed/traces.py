@@ -1,14 +1,17 @@
-"""Traces: one row per user per simulated slot, written to Parquet as the run goes.
+"""Traces: one row per user per slot, written to Parquet as the run goes.
 
-Rows are buffered column-wise and written as a Parquet row group at every
-:meth:`TraceWriter.flush` (the runner flushes after each episode, and the writer by itself
-once ``flush_rows`` rows are pending). :meth:`TraceWriter.close` writes whatever is still
-buffered; the runner calls it also when a run is interrupted (Ctrl-C, or SIGTERM through
-the CLI), so every row simulated so far is kept.
+A trace is a folder of Parquet part files, ``trace.parquet/part-00000.parquet``, ...; read
+it back as one table with ``pandas.read_parquet("trace.parquet")`` (or :func:`read_trace`).
+Rows are buffered column-wise and written as one part at every :meth:`TraceWriter.flush`
+(the runner flushes after each episode, and the writer by itself once ``flush_rows`` rows
+are pending). Each part is written whole under a hidden temporary name and then renamed
+into place, so whatever stops the run (Ctrl-C, SIGTERM, even SIGKILL) leaves a readable
+trace holding every flushed part: every finished episode.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +103,7 @@ def slot_rows(
 
 
 class TraceWriter:
-    """Appends slot rows to a Parquet file (or only to memory when ``path`` is None)."""
+    """Appends slot rows to a trace folder (or only to memory when ``path`` is None)."""
 
     def __init__(self, path: str | Path | None, flush_rows: int = 50_000) -> None:
         self.path = Path(path) if path is not None else None
@@ -108,7 +111,7 @@ class TraceWriter:
         self._pending_rows = 0
         self._pending: list[dict[str, np.ndarray]] = []
         self._tables: list[pa.Table] = []
-        self._writer: pq.ParquetWriter | None = None
+        self.parts = 0
         self.rows_written = 0
 
     def add(self, rows: dict[str, np.ndarray]) -> None:
@@ -129,25 +132,32 @@ class TraceWriter:
         self.rows_written += table.num_rows
         if self.path is None:
             self._tables.append(table)
-            return
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.path, TRACE_SCHEMA)
-        self._writer.write_table(table)
+        else:
+            self._write_part(table)
+
+    def _write_part(self, table: pa.Table) -> None:
+        assert self.path is not None
+        self.path.mkdir(parents=True, exist_ok=True)
+        name = f"part-{self.parts:05d}.parquet"
+        tmp = self.path / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.path / name)
+        self.parts += 1
 
     def close(self) -> None:
+        """Write what is pending; a trace with no rows at all still gets its (empty) part."""
         self.flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        elif self.path is not None and self.rows_written == 0:
-            pq.write_table(TRACE_SCHEMA.empty_table(), self.path)
+        if self.path is not None and self.parts == 0:
+            self._write_part(TRACE_SCHEMA.empty_table())
 
     def to_frame(self) -> pd.DataFrame:
         """The rows written so far, read back."""
         self.flush()
         if self.path is None:
             return pa.concat_tables(self._tables or [TRACE_SCHEMA.empty_table()]).to_pandas()
-        if self._writer is not None:
-            raise RuntimeError("close() the writer before reading its file back")
-        return pd.read_parquet(self.path)
+        return read_trace(self.path)
+
+
+def read_trace(path: str | Path) -> pd.DataFrame:
+    """A trace folder (every part, in order) as one table."""
+    return pq.read_table(path, schema=TRACE_SCHEMA).to_pandas()

@@ -31,8 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.numpy import load_file as load_numpy
-from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import load_file, save_file
 
 from agents.t2drl import (
     LOSS_KEYS,
@@ -43,11 +41,16 @@ from agents.t2drl import (
     LearnedCaching,
     T2DRLAgents,
     TrainConfig,
+    read_networks,
     steps_amender,
+    verify_checkpoint,
+    write_checkpoint,
 )
 from testbed.core.config import ScenarioConfig, build_catalogue, load_config, save_config
 from testbed.core.metrics import SlotMetrics
+from testbed.core.outputs import atomic_write_text
 from testbed.core.seeding import EVAL_SEED_OFFSET, training_world_seed
+from testbed.interrupts import DeferredInterrupt
 from testbed.recorder import ProgressSpec, Recorder
 from testbed.runner import MetricsHook, run
 from testbed.simulator import simulated_driver
@@ -118,11 +121,7 @@ class Trainer:
         }
 
     def save(self) -> None:
-        ckpt = self.out / "checkpoint"
-        ckpt.mkdir(parents=True, exist_ok=True)
-        save_file(self.agents.tensors(), ckpt / "networks.safetensors")
-        for agent in (self.agents.allocator, self.agents.caching):
-            save_numpy(agent.buffer.arrays(), ckpt / f"replay_{agent.name}.safetensors")
+        """Checkpoint the state between two episodes (``agents.t2drl.write_checkpoint``)."""
         state = {
             "episode": self.episode,
             "rng": {
@@ -131,11 +130,13 @@ class Trainer:
             },
             "epsilon": self.agents.caching.epsilon,
         }
-        (ckpt / "state.json").write_text(json.dumps(state, indent=2, default=int) + "\n")
+        write_checkpoint(self.out / "checkpoint", self.agents, self.train, self.scenario, state)
 
     def load(self) -> None:
-        ckpt = self.out / "checkpoint"
-        self.agents.load_tensors(load_file(ckpt / "networks.safetensors"))
+        """Continue from the verified checkpoint (kind, shape, checksums, finite weights)."""
+        manifest = verify_checkpoint(self.out / "checkpoint", self.train.agent, self.scenario)
+        ckpt = Path(manifest["path"])
+        self.agents.load_tensors(read_networks(ckpt / "networks.safetensors"))
         for agent in (self.agents.allocator, self.agents.caching):
             agent.buffer.load_arrays(load_numpy(ckpt / f"replay_{agent.name}.safetensors"))
         state = json.loads((ckpt / "state.json").read_text())
@@ -157,8 +158,12 @@ def train(
     """Run (or continue) Algorithm 1; returns the last episode's metrics and the folder.
 
     With ``resume``, the stored hyperparameters and scenario are used and only
-    ``train_config.episodes`` (the new total) is taken from the argument.
-    ``on_episode`` is called with each episode's metrics row after it is written.
+    ``train_config.episodes`` (the new total, stored in ``train.json``) is taken from the
+    argument. ``on_episode`` is called with each episode's metrics row after it is written.
+
+    Ctrl-C or SIGTERM stops the run at the end of the episode in progress, saves a checkpoint
+    there (so ``--resume`` continues exactly) and raises :class:`Interrupted`; a second
+    signal stops at once, keeping the last checkpoint.
     """
     train_config.validate()
     out = Path(out)
@@ -168,6 +173,7 @@ def train(
         stored.episodes = train_config.episodes
         train_config = stored
         scenario = load_config(out / "config.toml")
+        atomic_write_text(out / "train.json", json.dumps(asdict(train_config), indent=2) + "\n")
     else:
         out.mkdir(parents=True, exist_ok=True)
         save_config(scenario, out / "config.toml")
@@ -191,7 +197,7 @@ def train(
             enabled=progress,
         ),
     )
-    with recorder:
+    with recorder, DeferredInterrupt() as interrupt:
         while trainer.episode < train_config.episodes:
             row = trainer.play_episode()
             if trainer.episode % train_config.eval_every == 0:
@@ -200,9 +206,10 @@ def train(
             recorder.record_many(row)
             last = recorder.dump(step=row["episode"])
             log.debug("episode %d: %s", row["episode"], row)
-            if trainer.episode % train_config.checkpoint_every == 0:
+            if trainer.episode % train_config.checkpoint_every == 0 or interrupt.requested:
                 trainer.save()
             if on_episode is not None:
                 on_episode(last)
+            interrupt.check()
     trainer.save()
     return {"out": str(out), **last}

@@ -165,6 +165,7 @@ def test_checkpoint_is_safetensors_only(tmp_path):
         "replay_d3pg.safetensors",
         "replay_ddqn.safetensors",
         "state.json",
+        "manifest.json",
     }
     assert any((tmp_path / "c" / "tb").iterdir())  # TensorBoard events
 

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 import tomli_w
 
+from testbed.core.errors import TestbedError
+
 BITS_PER_MB = 8e6
 BYTES_PER_GB = 1e9
 
 
-class ConfigError(ValueError):
+class ConfigError(TestbedError):
     """A configuration value is missing, of the wrong type or out of range."""
 
 
@@ -302,6 +304,8 @@ class ScenarioConfig:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}")
         kwargs: dict[str, Any] = {}
         for name, section_cls in _SECTIONS.items():
+            if not isinstance(data.get(name, {}), Mapping):
+                raise ConfigError(f"{name} must be a table of keys ([{name}]), got {data[name]!r}")
             values = dict(data.get(name, {}))
             allowed = {f.name for f in fields(section_cls)}
             bad = set(values) - allowed
@@ -334,10 +338,12 @@ def load_config(path: str | Path) -> ScenarioConfig:
     A relative ``catalogue.profile`` is taken relative to the TOML file's folder.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"scenario file {path} does not exist (or is not a file)")
     with open(path, "rb") as fh:
         try:
             data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     profile = data.get("catalogue", {}).get("profile")
     if isinstance(profile, str) and profile and not Path(profile).is_absolute():

@@ -103,10 +103,11 @@ class SlotMetrics:
 
 
 def confidence_halfwidth(values: np.ndarray, level: float = 0.95) -> float:
-    """Half-width of the Student-t confidence interval of the mean (0 for a single value)."""
+    """Half-width of the Student-t confidence interval of the mean; NaN for fewer than two
+    values, which give no interval (a zero would claim a certainty one value cannot)."""
     values = np.asarray(values, dtype=float)
     if values.size < 2:
-        return 0.0
+        return float("nan")
     sem = values.std(ddof=1) / np.sqrt(values.size)
     return float(stats.t.ppf(0.5 + level / 2, values.size - 1) * sem)
 
