@@ -8,8 +8,17 @@ sets `handler`, a callable taking the parsed `argparse.Namespace` and returning 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testbed.core.errors import CheckpointError, UsageError
+from testbed.core.outputs import check_out_dir, check_out_file
+
+if TYPE_CHECKING:
+    from edge_node.zoo import ZooEntry
 
 DEFAULT_TRAIN_MINUTES = 4.3
 HELDOUT_IMAGES = 16
@@ -37,6 +46,11 @@ def add_zoo_command(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--eval-images", type=int, default=HELDOUT_IMAGES, help="held-out requests for PSNR"
     )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="retrain models the zoo already holds, replacing their folders and manifest entries",
+    )
     train.set_defaults(handler=_train)
 
     listing = zoo_commands.add_parser("list", help="print the zoo manifest as a table")
@@ -51,32 +65,145 @@ def add_zoo_command(subparsers: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(handler=_evaluate)
 
 
+def require_at_least(value: float | None, minimum: float, flag: str) -> None:
+    """Refuse a numeric flag below `minimum` (None: the flag was not given)."""
+    if value is not None and not value >= minimum:
+        raise UsageError(f"{flag} = {value:g}: allowed >= {minimum:g}")
+
+
+def check_source(name: str | None, allowed: Sequence[str], flag: str = "--source") -> None:
+    """Refuse a source or model name that is not one of `allowed` (None: not given)."""
+    if name is not None and name not in allowed:
+        raise UsageError(f"{flag} {name}: unknown; allowed: {', '.join(allowed) or 'none'}")
+
+
+def check_device(device: str | None, flag: str = "--device") -> None:
+    """Refuse a device torch cannot parse or does not see (imports torch only when given)."""
+    if device is None:
+        return
+    from edge_node.executor import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {device}: {exc}") from None
+
+
+def check_zoo_checkpoint(zoo_dir: Path, name: str) -> None:
+    """Refuse a manifest entry whose model folder is missing or not a loadable checkpoint."""
+    from edge_node.zoo import check_checkpoint
+
+    model_dir = zoo_dir / "models" / name
+    if not model_dir.is_dir():
+        raise CheckpointError(f"--zoo-dir {zoo_dir}: model {name} has no folder {model_dir}")
+    try:
+        check_checkpoint(model_dir)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--zoo-dir {zoo_dir}: model {name}: {exc}") from None
+
+
+def _zoo_manifest(zoo_dir: Path) -> list[ZooEntry]:
+    """The entries of `zoo_dir`'s manifest (empty if it has none); refuses a file as the zoo."""
+    from edge_node.zoo import read_manifest
+
+    if zoo_dir.exists() and not zoo_dir.is_dir():
+        raise UsageError(f"--zoo-dir {zoo_dir} is a file, not a folder")
+    return read_manifest(zoo_dir / "manifest.json")
+
+
 def _train(args: argparse.Namespace) -> int:
+    from ue_emulator.sources import SOURCE_LOADERS
+
+    zoo_dir: Path = args.zoo_dir
+    entries = _zoo_manifest(zoo_dir)
+    check_out_dir(zoo_dir, flag="--zoo-dir", resume=True)
+    check_source(args.source, list(SOURCE_LOADERS))
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise UsageError(f"--minutes = {args.minutes:g}: allowed a finite number > 0")
+    require_at_least(args.steps, 1, "--steps")
+    require_at_least(args.seed, 0, "--seed")
+    require_at_least(args.threads, 1, "--threads")
+    require_at_least(args.eval_images, 1, "--eval-images")
+    names = [args.source] if args.source else list(SOURCE_LOADERS)
+    trained = {entry.name for entry in entries}
+    models_dir = zoo_dir / "models"
+    existing = [n for n in names if n in trained or _non_empty(models_dir / n)]
+    if existing and not args.overwrite:
+        raise UsageError(
+            f"--zoo-dir {zoo_dir} already holds trained model(s) {', '.join(existing)}: "
+            "pass --overwrite to retrain and replace them"
+        )
+    _train_names(args, zoo_dir, names)
+    return 0
+
+
+def _non_empty(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def _train_names(args: argparse.Namespace, zoo_dir: Path, names: Sequence[str]) -> None:
+    """Train each model into a staging folder, then swap it in whole and update the manifest:
+    an interrupted or diverged training leaves the previous model and its entry untouched."""
+    import shutil
+
     import torch
 
-    from calibration.zoo_training import TrainConfig, train_model, upsert_manifest
+    from calibration.zoo_training import TrainConfig, check_finite, train_model, upsert_manifest
     from ue_emulator.sources import SOURCE_LOADERS
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = [args.source] if args.source else list(SOURCE_LOADERS)
     for name in names:
         index = list(SOURCE_LOADERS).index(name)
         config = TrainConfig(
             source=name, seed=args.seed + index, max_steps=args.steps, max_minutes=args.minutes
         )
-        entry = train_model(config, args.zoo_dir / "models" / name)
-        upsert_manifest(entry, args.zoo_dir / "manifest.json")
+        model_dir = zoo_dir / "models" / name
+        staging = model_dir.with_name(f".{name}.training-{os.getpid()}")
+        try:
+            entry = train_model(config, staging)
+            check_finite(entry)
+            _swap_in(staging, model_dir)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        upsert_manifest(entry, zoo_dir / "manifest.json")
         print(f"{name}: {entry.training_steps} steps, loss {entry.final_loss:.4f}")
-        _evaluate_names(args.zoo_dir, [name], args.eval_images, device=None)
-    return 0
+        _evaluate_names(zoo_dir, [name], args.eval_images, device=None)
+
+
+def _swap_in(staging: Path, model_dir: Path) -> None:
+    """Put the folder `staging` at `model_dir`, replacing whatever was there whole."""
+    import shutil
+
+    if not model_dir.exists():
+        staging.rename(model_dir)
+        return
+    retired = model_dir.with_name(f".{model_dir.name}.replaced-{os.getpid()}")
+    model_dir.rename(retired)
+    staging.rename(model_dir)
+    if retired.is_dir():
+        shutil.rmtree(retired)
+    else:
+        retired.unlink()
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from edge_node.zoo import zoo_names
-
-    names = [args.source] if args.source else zoo_names(args.zoo_dir / "manifest.json")
-    _evaluate_names(args.zoo_dir, names, args.images, args.device)
+    zoo_dir: Path = args.zoo_dir
+    entries = _zoo_manifest(zoo_dir)
+    if not entries:
+        raise UsageError(
+            f"--zoo-dir {zoo_dir} has no trained model (no manifest entry): "
+            "run `testbed zoo train` first"
+        )
+    check_source(args.source, [entry.name for entry in entries])
+    require_at_least(args.images, 1, "--images")
+    check_device(args.device)
+    names = [args.source] if args.source else [entry.name for entry in entries]
+    for name in names:
+        check_zoo_checkpoint(zoo_dir, name)
+    check_out_file(zoo_dir / "manifest.json", flag="--zoo-dir", overwrite=True)
+    _evaluate_names(zoo_dir, names, args.images, args.device)
     return 0
 
 
@@ -100,9 +227,7 @@ def _evaluate_names(zoo_dir: Path, names: Sequence[str], images: int, device: st
 
 
 def _list(args: argparse.Namespace) -> int:
-    from edge_node.zoo import read_manifest
-
-    entries = read_manifest(args.zoo_dir / "manifest.json")
+    entries = _zoo_manifest(args.zoo_dir)
     if not entries:
         print("no model trained yet: run `testbed zoo train`")
         return 1

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_node.zoo import MANIFEST_PATH, ZooEntry, read_manifest
+from testbed.core.errors import CheckpointError
+from testbed.core.outputs import atomic_write_text
 from ue_emulator.sources import (
     PATCH_SIZE_PX,
     SOURCE_DESCRIPTIONS,
@@ -147,13 +149,26 @@ def train_model(config: TrainConfig, out_dir: Path, progress: bool = True) -> Zo
     )
 
 
+def check_finite(entry: ZooEntry) -> None:
+    """Refuse an entry with a NaN or infinite number (a diverged training, an empty evaluation):
+    JSON has no such numbers, and a manifest holding one would mislead every reader."""
+    for key, value in asdict(entry).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CheckpointError(
+                f"zoo model {entry.name}: {key} is {value}; a manifest holds finite numbers only"
+            )
+
+
 def write_manifest(entries: list[ZooEntry], path: Path = MANIFEST_PATH) -> None:
-    """Write entries sorted in zoo order (the order of `SOURCE_LOADERS`)."""
+    """Write entries sorted in zoo order (the order of `SOURCE_LOADERS`), atomically: a reader
+    sees the old manifest or the new one, never a half-written or non-finite one."""
+    for entry in entries:
+        check_finite(entry)
     order = {name: i for i, name in enumerate(SOURCE_LOADERS)}
     ranked = sorted(entries, key=lambda e: order.get(e.name, len(order)))
     payload: dict[str, Any] = {"models": [asdict(entry) for entry in ranked]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def upsert_manifest(entry: ZooEntry, path: Path = MANIFEST_PATH) -> None:

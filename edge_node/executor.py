@@ -93,9 +93,7 @@ class RePaintExecutor:
         eta: float = 0.0,
         show_progress: bool = False,
     ) -> None:
-        import torch
-
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.jump_length = jump_length
         self.jump_n_sample = jump_n_sample
         self.eta = eta
@@ -208,6 +206,32 @@ class RePaintExecutor:
 
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """The torch device named `device` ("cpu", "cuda", "cuda:N" or "mps"; default: cuda when
+    torch sees one, else cpu). ValueError, saying what is allowed, if torch cannot run there."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    allowed = "cpu, cuda, cuda:N or mps"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"not a torch device; allowed: {allowed}") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError("torch sees no CUDA device on this machine; use cpu")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("torch sees no MPS device on this machine; use cpu")
+    elif resolved.type != "cpu":
+        raise ValueError(f"not a device this executor runs on; allowed: {allowed}")
+    return resolved
 
 
 def to_device_tensor(images_hwc: np.ndarray, device: torch.device) -> torch.Tensor:

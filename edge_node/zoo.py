@@ -11,9 +11,12 @@ the manifest is an offline tool: `calibration.zoo_training`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from testbed.core.errors import CheckpointError
 
 if TYPE_CHECKING:
     from diffusers import UNet2DModel
@@ -23,6 +26,15 @@ MODELS_DIR = ZOO_DIR / "models"
 MANIFEST_PATH = ZOO_DIR / "manifest.json"
 REFERENCE_STEPS = 25
 """Denoising steps at which the manifest's held-out PSNR is measured."""
+UNET_WEIGHT_FILES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "diffusion_pytorch_model.bin.index.json",
+)
+"""Weight files `UNet2DModel.from_pretrained` loads (one suffices; sharded ones via the index)."""
+DEFAULT_TRAIN_TIMESTEPS = 1000
+"""`DDPMScheduler`'s default, for a scheduler config that does not say."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +58,26 @@ class ZooEntry:
 
 
 def read_manifest(path: Path = MANIFEST_PATH) -> list[ZooEntry]:
-    """Manifest entries in zoo order; empty when no model has been trained yet."""
+    """Manifest entries in zoo order; empty when no model has been trained yet.
+
+    A manifest that is not strict JSON (NaN and Infinity included) or whose entries have other
+    keys than `ZooEntry` is refused with a `CheckpointError`, never half-read.
+    """
     if not path.exists():
         return []
-    return [ZooEntry(**entry) for entry in json.loads(path.read_text())["models"]]
+    try:
+        payload = json.loads(path.read_text(), parse_constant=_refuse_constant)
+        return [ZooEntry(**entry) for entry in payload["models"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        keys = ", ".join(f.name for f in fields(ZooEntry))
+        raise CheckpointError(
+            f"zoo manifest {path} is unreadable ({exc}); expected strict JSON "
+            f'{{"models": [{{{keys}}}, ...]}}'
+        ) from None
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def zoo_names(path: Path = MANIFEST_PATH) -> list[str]:
@@ -68,6 +96,83 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     return path
 
 
+def check_checkpoint(name_or_path: str | Path) -> Path:
+    """The folder of a zoo name or checkpoint path, verified to hold what
+    `load_unet_and_scheduler_config` loads (UNet config and weights, scheduler config), without
+    importing torch. Raises `CheckpointError` naming the first thing missing or broken."""
+    try:
+        model_dir = resolve_model_dir(name_or_path)
+    except FileNotFoundError:
+        zoo = ", ".join(zoo_names()) or "none trained"
+        raise CheckpointError(
+            f"{name_or_path} is neither a zoo model ({zoo}) nor a checkpoint folder"
+        ) from None
+    unet_dir = model_dir / "unet" if (model_dir / "unet").is_dir() else model_dir
+    not_ddpm = f"{model_dir} is not a diffusers DDPM checkpoint folder"
+    config = _json_file(unet_dir / "config.json", not_ddpm)
+    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise CheckpointError(f"{not_ddpm}: its UNet config is a {config['_class_name']}")
+    weights = [unet_dir / name for name in UNET_WEIGHT_FILES if (unet_dir / name).is_file()]
+    if not weights:
+        raise CheckpointError(f"{not_ddpm}: no {UNET_WEIGHT_FILES[0]} (or .bin) in {unet_dir}")
+    if weights[0].suffix == ".safetensors":
+        _check_safetensors(weights[0])
+    _json_file(_scheduler_dir(model_dir) / "scheduler_config.json", not_ddpm)
+    return model_dir
+
+
+def num_train_timesteps(model_dir: Path) -> int:
+    """Training timesteps of a checked checkpoint's scheduler: the most denoising steps RePaint
+    runs (diffusers silently caps `num_inference_steps` there)."""
+    config = json.loads((_scheduler_dir(model_dir) / "scheduler_config.json").read_text())
+    return int(config.get("num_train_timesteps", DEFAULT_TRAIN_TIMESTEPS))
+
+
+def _scheduler_dir(model_dir: Path) -> Path:
+    """``scheduler/`` in the pipeline layout, the folder itself in the flat one."""
+    return model_dir / "scheduler" if (model_dir / "scheduler").is_dir() else model_dir
+
+
+def _json_file(path: Path, context: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{context}: {path.name} missing in {path.parent}")
+    try:
+        content = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{context}: {path} is not valid JSON ({exc})") from None
+    if not isinstance(content, dict):
+        raise CheckpointError(f"{context}: {path} is not a JSON object")
+    return content
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors' bytes:
+    refuse a file whose header does not parse or whose tensors end elsewhere than the file
+    (truncated, padded, or a Git LFS pointer in place of the weights)."""
+    size_bytes = path.stat().st_size
+    broken = f"weights file {path} is truncated or corrupted"
+    with path.open("rb") as fh:
+        prefix = fh.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(broken)
+        (header_bytes,) = struct.unpack("<Q", prefix)
+        if header_bytes > size_bytes - 8:
+            raise CheckpointError(broken)
+        try:
+            header = json.loads(fh.read(header_bytes))
+        except (ValueError, UnicodeDecodeError):
+            raise CheckpointError(broken) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(broken)
+    ends = [
+        entry["data_offsets"][1]
+        for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+    ]
+    if 8 + header_bytes + max(ends, default=0) != size_bytes:
+        raise CheckpointError(broken)
+
+
 def load_unet_and_scheduler_config(
     name_or_path: str | Path,
 ) -> tuple[UNet2DModel, dict[str, Any]]:
@@ -77,7 +182,6 @@ def load_unet_and_scheduler_config(
     model_dir = resolve_model_dir(name_or_path)
     nested = (model_dir / "unet").is_dir()
     unet = UNet2DModel.from_pretrained(model_dir, subfolder="unet" if nested else None)
-    scheduler_dir = model_dir / "scheduler" if (model_dir / "scheduler").is_dir() else model_dir
-    scheduler_config = DDPMScheduler.load_config(scheduler_dir)
+    scheduler_config = DDPMScheduler.load_config(_scheduler_dir(model_dir))
     unet.eval()
     return unet, dict(scheduler_config)

@@ -11,6 +11,7 @@ diffusers = pytest.importorskip("diffusers")
 
 from edge_node.zoo import (  # noqa: E402
     MODELS_DIR,
+    check_checkpoint,
     load_unet_and_scheduler_config,
     read_manifest,
     resolve_model_dir,
@@ -52,6 +53,7 @@ def test_checkpoint_round_trip(tmp_path: Path, layout: str):
     torch.testing.assert_close(predict(loaded), predict(unet), rtol=0, atol=0)
     assert scheduler_config["beta_end"] == 0.015
     assert resolve_model_dir(str(tmp_path)) == tmp_path
+    assert check_checkpoint(str(tmp_path)) == tmp_path  # the input check accepts both layouts
 
 
 def test_unknown_model_is_an_error():
