@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,9 @@ UNET_WEIGHT_FILES = (
 """Weight files `UNet2DModel.from_pretrained` loads (one suffices; sharded ones via the index)."""
 DEFAULT_TRAIN_TIMESTEPS = 1000
 """`DDPMScheduler`'s default, for a scheduler config that does not say."""
+TRANSFER_SUFFIXES = (".safetensors", ".json")
+"""The files of a model folder that travel in a cache fill: safetensors weights and JSON
+configs. Never pickles (``.bin``, ``.pt``): loading one runs whatever code it holds."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,60 @@ def check_checkpoint(name_or_path: str | Path) -> Path:
         _check_safetensors(weights[0])
     _json_file(_scheduler_dir(model_dir) / "scheduler_config.json", not_ddpm)
     return model_dir
+
+
+def zoo_model_dirs(names: Sequence[str]) -> dict[str, Path]:
+    """The checked folder of each zoo model in ``names`` (a catalogue's names), by name.
+
+    A name is looked up in the manifest, never used as a path of its own, so ``../x`` or
+    ``/abs`` cannot reach outside the zoo. Raises `CheckpointError` naming the first name that
+    is not a trained zoo model, or whose folder `check_checkpoint` refuses.
+    """
+    known = zoo_names()
+    dirs: dict[str, Path] = {}
+    for name in names:
+        if name not in known:
+            raise CheckpointError(
+                f"{name!r} is not a zoo model; the zoo holds: {', '.join(known) or 'none'}"
+            )
+        dirs[name] = check_checkpoint(name)
+    return dirs
+
+
+def image_shape(model_dir: Path) -> tuple[int, int, int]:
+    """(height_px, width_px, channels) of the images a checked checkpoint inpaints, from its
+    UNet config (``sample_size`` is one side or [height, width]), without importing torch."""
+    unet_dir = model_dir / "unet" if (model_dir / "unet").is_dir() else model_dir
+    config = _json_file(unet_dir / "config.json", f"{model_dir} is not a DDPM checkpoint")
+    size = config.get("sample_size")
+    if isinstance(size, int):
+        height, width = size, size
+    elif isinstance(size, list) and len(size) == 2:
+        height, width = size
+    else:
+        height = width = 0
+    channels = config.get("in_channels", 3)
+    if not all(isinstance(n, int) and n > 0 for n in (height, width, channels)):
+        raise CheckpointError(
+            f"{unet_dir / 'config.json'}: sample_size {size!r} and in_channels {channels!r} "
+            "must be positive integers"
+        )
+    return height, width, channels
+
+
+def transfer_files(model_dir: Path) -> list[Path]:
+    """The files of a model folder a cache fill sends, as paths relative to the folder (sorted):
+    every regular file with a `TRANSFER_SUFFIXES` suffix that lies inside the folder once
+    symbolic links are resolved (a link could point anywhere on the host)."""
+    root = model_dir.resolve()
+    files = [
+        path.relative_to(model_dir)
+        for path in model_dir.rglob("*")
+        if path.suffix in TRANSFER_SUFFIXES
+        and path.is_file()
+        and path.resolve().is_relative_to(root)
+    ]
+    return sorted(files, key=Path.as_posix)
 
 
 def num_train_timesteps(model_dir: Path) -> int:

@@ -15,6 +15,8 @@ seed sequence                                what draws from it
 ``[seed, 1]``                                the T2DRL agents' networks and exploration
 ``[world seed, 2]``                          the allocation policy inside ``ModelCaching-v0``
 ``[seed + 1000, episode]``                   evaluation worlds of a trained run (unseen)
+world seed, spawn key ``+ [8, t, k, u]``     the request image of user u in slot k of frame
+                                             t (the live users' node: patch, mask, noise)
 ===========================================  ==============================================
 
 Inside the world, the sequence is spawned into one stream per component (popularity,
@@ -29,12 +31,14 @@ import numpy as np
 
 
 class Role(IntEnum):
-    """The third entry of a seed sequence ``[seed, episode, role]``."""
+    """The third entry of a seed sequence ``[seed, episode, role]`` (REQUESTS: the first entry
+    added to a world seed's spawn key, see :func:`request_seed`)."""
 
     CACHING = 1
     ALLOCATION = 2
     OPTIMAL_SAMPLES = 3
     TRAINING_WORLD = 7
+    REQUESTS = 8
 
 
 EVAL_SEED_OFFSET = 1000
@@ -72,3 +76,16 @@ def agent_seeds(run_seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSe
 def env_allocation_seed(world_seed: int) -> np.random.SeedSequence:
     """The allocation policy's draws inside ``ModelCaching-v0`` after ``reset(seed=...)``."""
     return np.random.SeedSequence([world_seed, int(Role.ALLOCATION)])
+
+
+def request_seed(world_seed: np.random.SeedSequence, frame: int, slot: int, user: int) -> int:
+    """The request of user ``user`` in slot ``slot`` of frame ``frame`` of the world
+    ``world_seed``: its held-out patch, mask and RePaint noise (``make_requests``' seed).
+
+    A child of the world's own sequence (its spawn key extended by ``[8, frame, slot, user]``),
+    so requests follow the world's seed yet never share a stream with the world's components,
+    whose spawn keys are one entry longer than the world's, not four.
+    """
+    key = (*world_seed.spawn_key, int(Role.REQUESTS), frame, slot, user)
+    child = np.random.SeedSequence(world_seed.entropy, spawn_key=key)
+    return int(child.generate_state(1, dtype=np.uint32)[0])

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -58,6 +58,9 @@ class NodeServer:
     health: health.HealthServicer
     address: str
     services: tuple[str, ...]
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    """Called in order once the server has stopped: what the node owns beside it (a worker
+    thread, a channel to a peer, a temporary folder)."""
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -73,6 +76,8 @@ class NodeServer:
         """Report NOT_SERVING, then stop, letting calls in flight finish within ``grace_s``."""
         self.set_serving(False)
         self.server.stop(grace_s).wait()
+        while self.on_stop:
+            self.on_stop.pop(0)()
 
 
 def make_server(
@@ -180,10 +185,17 @@ def chunks(payload: bytes, filler_to: int = 0, size: int = CHUNK_BYTES) -> Itera
 
 
 def paced(parts: Iterable[bytes], pacer: Pacer) -> Iterator[bytes]:
-    """Yield ``parts``, each released only when the pacer's link has carried the previous."""
+    """Yield ``parts``, each released only once the pacer's link has carried it.
+
+    A part leaves when its last bit would have crossed the link, not when it starts to, so
+    the receiver's clock agrees with the sender's: the last byte arrives ``d / rate_bps``
+    emulated seconds after the first could have, which is what a receiver measures as the
+    transfer (eqs. (2), (5)). Releasing first and pacing after would let the last part
+    arrive a whole chunk early.
+    """
     for part in parts:
-        yield part
         pacer.sent(len(part))
+        yield part
 
 
 def encode_array(array: np.ndarray) -> bytes:

@@ -1,0 +1,481 @@
+"""The users' node of the live loop: U emulated users behind ``testbed.v1.Users``.
+
+The controller draws the world through this node and hands it each slot's allocation:
+
+==============  ====================================================  =========================
+RPC             what the node does                                    refused with
+==============  ====================================================  =========================
+BeginEpisode    reseeds its :class:`~ue_emulator.world.World` with    INVALID_ARGUMENT
+                the message's ``SeedSequence(entropy, spawn_key)``    (``world_seed``)
+BeginFrame      gamma(t) of the next frame (eq. (37))                 FAILED_PRECONDITION
+                                                                      before an episode
+NextSlot        the next slot's positions, channels, requests and     FAILED_PRECONDITION
+                sizes: the simulator's draws, bit for bit             before BeginFrame, after
+                                                                      the K-th slot
+ServeSlot       every user uploads, is served, downloads and scores   FAILED_PRECONDITION (no
+                what came back (below)                                slot, served, another
+                                                                      slot), INVALID_ARGUMENT
+                                                                      (the field named),
+                                                                      RESOURCE_EXHAUSTED (d_in
+                                                                      or d_op over the limit)
+==============  ====================================================  =========================
+
+Every refusal names the field; the node keeps serving, and a refused ServeSlot leaves its slot
+unserved, so a corrected call still serves it.
+
+**A user in ServeSlot**, one thread each, so the edge serves them as their uploads complete:
+
+1. makes its request: a held-out patch of its model's source with a seeded mask
+   (``make_requests``), seeded by :func:`testbed.core.seeding.request_seed` from the
+   episode's world seed, the frame, the slot and the user, so a live run is reproducible;
+2. opens ``testbed.v1.Edge/Generate`` with a deadline of ``request_timeout_s`` (shortened to
+   what is left of ServeSlot's own) and sends a ``RequestHeader``, then the float32 image
+   (HWC) and mask (HW) plus zero filler up to d_in, paced at its eq. (2) rate
+   (``testbed.proto.streams``); the radio upload is the pacer's emulated time. A d_in (d_op)
+   smaller than the image and mask (the image) is raised to it, with a warning in the log;
+3. receives the ``ResultHeader`` and the generated image plus filler (paced by the edge at
+   the eq. (5) rate); the radio download runs from the header's arrival to the last byte
+   (wall seconds x ``time_scale``);
+4. scores the image against the ground truth it kept (TV, PSNR, SSIM) and reports:
+   ``uplink_s`` = radio upload + backhaul up, ``downlink_s`` = backhaul down + radio
+   download (eqs. (4), (6)); generation and waiting as the edge measured them.
+
+A user's ``failure`` is empty when it was served, else one of:
+
+* ``"<STATUS_CODE>: <details>"``: the call failed (e.g. ``UNAVAILABLE`` for an edge that
+  is down, ``DEADLINE_EXCEEDED`` after ``request_timeout_s``);
+* ``"NO_BANDWIDTH"``: its uplink rate is 0 (bandwidth share b_u = 0), so it cannot upload
+  this slot; nothing is sent and its delays are left at 0 for the controller to cap;
+* ``"BAD_REPLY: <details>"``: the edge's reply broke the protocol (no header first, another
+  request's id, wrong shape or byte count, values outside [0, 1]).
+
+A failed user never affects the slot's other users, and ServeSlot itself still succeeds.
+Memory per user is bounded by its image: filler is made and dropped chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from testbed.core.config import ConfigError, ModelCatalogue, ScenarioConfig, build_catalogue
+from testbed.core.records import SlotState
+from testbed.core.seeding import request_seed
+from testbed.proto import common_pb2, edge_pb2_grpc, users_pb2, users_pb2_grpc
+from testbed.proto.runtime import (
+    LOOPBACK,
+    MAX_TRANSFER_BYTES,
+    NodeServer,
+    channel,
+    make_server,
+)
+from testbed.proto.streams import (
+    PacedTransfer,
+    Refusal,
+    check_positive,
+    image_bytes,
+    mask_bytes,
+    receive_reply,
+    shown,
+    upload_messages,
+)
+from ue_emulator.requests import UserRequest, make_requests
+from ue_emulator.sources import SOURCE_LOADERS
+from ue_emulator.world import World
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "testbed.v1.Users"
+DEFAULT_EDGE_ADDRESS = f"{LOOPBACK}:50051"
+"""Where the edge listens unless told otherwise (gRPC's customary port)."""
+NO_BANDWIDTH = "NO_BANDWIDTH"
+BAD_REPLY = "BAD_REPLY"
+
+
+class BadReply(Exception):
+    """The edge's reply broke the protocol (recorded as the user's ``BAD_REPLY`` failure)."""
+
+
+def world_seed_from_message(message: common_pb2.Seed) -> np.random.SeedSequence:
+    """The world seed of an EpisodeRequest; :class:`Refusal` naming ``world_seed`` if empty.
+
+    Entropy words are uint64 and spawn keys uint32 on the wire, so every value fits numpy's
+    ``SeedSequence``; ``[s, e]`` reproduces ``testbed.core.seeding.episode_seed(s, e)``.
+    """
+    if not message.entropy:
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "world_seed.entropy is empty: a SeedSequence needs at least one word",
+        )
+    return np.random.SeedSequence(list(message.entropy), spawn_key=tuple(message.spawn_key))
+
+
+def slot_message(slot: SlotState) -> users_pb2.SlotState:
+    """A slot as it crosses the wire: every per-user array, positions as x0, y0, x1, y1, ..."""
+    return users_pb2.SlotState(
+        frame=slot.frame,
+        slot=slot.slot,
+        popularity_index=slot.popularity_index,
+        gamma=slot.gamma,
+        location_state=slot.location_state,
+        positions_m=slot.positions_m.ravel().tolist(),
+        distance_m=slot.distance_m.tolist(),
+        fading_power=slot.fading_power.tolist(),
+        channel_gain=slot.channel_gain.tolist(),
+        services=slot.services.tolist(),
+        input_bits=slot.input_bits.tolist(),
+    )
+
+
+def check_allocation(
+    allocation: users_pb2.SlotAllocation,
+    slot: SlotState,
+    catalogue: ModelCatalogue,
+    total_steps: int,
+) -> None:
+    """Raise :class:`Refusal` naming the first field of ``allocation`` that ``slot`` cannot take.
+
+    INVALID_ARGUMENT unless: one allocation per user; each model the catalogue name of its
+    user's service type in this slot; steps at most L each and in all; rates (bit/s),
+    ``time_scale`` and ``request_timeout_s`` finite and > 0, except an uplink rate of 0 (no
+    bandwidth); d_in, d_op > 0 bytes. RESOURCE_EXHAUSTED for d_in or d_op over
+    MAX_TRANSFER_BYTES (as the edge answers).
+    """
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    num_users = len(slot.services)
+    if len(allocation.users) != num_users:
+        raise Refusal(
+            invalid, f"users: {len(allocation.users)} allocations, the slot has {num_users}"
+        )
+    for field in (
+        "backhaul_up_rate_bps",
+        "backhaul_down_rate_bps",
+        "time_scale",
+        "request_timeout_s",
+    ):
+        check_positive(field, getattr(allocation, field))
+    if allocation.gallery_users > num_users:
+        raise Refusal(
+            invalid, f"gallery_users = {allocation.gallery_users}: allowed 0..{num_users}"
+        )
+    for user, (wanted, service) in enumerate(zip(allocation.users, slot.services, strict=True)):
+        field = f"users[{user}]"
+        model = catalogue.names[service]
+        if wanted.model != model:
+            raise Refusal(
+                invalid,
+                f"{field}.model = {shown(wanted.model)}: user {user} requests service type "
+                f"{service}, whose model is {model!r}",
+            )
+        if wanted.steps > total_steps:
+            raise Refusal(invalid, f"{field}.steps = {wanted.steps}: allowed 0..L = {total_steps}")
+        rate = wanted.uplink_rate_bps
+        if not (math.isfinite(rate) and rate >= 0):
+            raise Refusal(
+                invalid,
+                f"{field}.uplink_rate_bps = {rate!r}: allowed finite values >= 0 (0: no bandwidth)",
+            )
+        check_positive(f"{field}.downlink_rate_bps", wanted.downlink_rate_bps)
+        for name in ("input_bytes", "output_bytes"):
+            size = getattr(wanted, name)
+            if size == 0:
+                raise Refusal(invalid, f"{field}.{name} = 0: a request carries bytes")
+            if size > MAX_TRANSFER_BYTES:
+                raise Refusal(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{field}.{name} = {size}: over the limit of {MAX_TRANSFER_BYTES} bytes",
+                )
+    total = sum(wanted.steps for wanted in allocation.users)
+    if total > total_steps:
+        raise Refusal(invalid, f"users[*].steps: {total} in all, over L = {total_steps}")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An HWC image in [0, 1] as PNG bytes (matplotlib's writer, which needs no figure)."""
+    from matplotlib import image as mpimg
+
+    buffer = io.BytesIO()
+    mpimg.imsave(buffer, np.clip(image, 0.0, 1.0), format="png")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What came back for one request."""
+
+    result: common_pb2.ResultHeader
+    image: np.ndarray
+    """The generated image, HWC float32 in [0, 1]."""
+    radio_up_s: float
+    """Emulated seconds of the radio upload (eq. (2)'s delay, measured)."""
+    radio_down_s: float
+    """Emulated seconds from the result header's arrival to the last byte (eq. (5))."""
+
+
+class UsersServicer(users_pb2_grpc.UsersServicer):
+    """``testbed.v1.Users``: validates each call and delegates to the world and the users.
+
+    ``edge_address`` (``host:port``) is the edge every user uploads to.
+    """
+
+    def __init__(self, config: ScenarioConfig, edge_address: str) -> None:
+        self.catalogue = build_catalogue(config.catalogue)
+        unknown = [name for name in self.catalogue.names if name not in SOURCE_LOADERS]
+        if unknown:
+            raise ConfigError(
+                f"catalogue.profile: models {unknown} are not image sources "
+                f"({', '.join(SOURCE_LOADERS)}); the users' node draws each request from "
+                "its model's source"
+            )
+        self.total_steps = config.catalogue.total_steps
+        self.world = World(config)
+        self.edge_address = edge_address
+        self._channel = channel(edge_address)
+        self._edge = edge_pb2_grpc.EdgeStub(self._channel)
+        # One lock orders the world's calls and the claim of a slot: ServeSlot serves outside
+        # it, from a snapshot, so the next NextSlot never waits for a slot's traffic.
+        self._lock = threading.Lock()
+        self._world_seed: np.random.SeedSequence | None = None
+        self._slot: SlotState | None = None
+        self._served = False
+
+    def warm_up(self) -> None:
+        """Load every catalogue source, the scoring code (torch, piq) and the PNG writer once,
+        so that the first slot's wall time holds none of their loading (seconds)."""
+        from ue_emulator.quality import score_outputs
+
+        for name in self.catalogue.names:
+            request = make_requests(name, 1, seed=0)[0]
+        score_outputs(request.request.masked_image[None], request.ground_truth[None])
+        png_bytes(request.ground_truth)
+
+    def close(self) -> None:
+        """Close the channel to the edge."""
+        self._channel.close()
+
+    def BeginEpisode(
+        self, request: users_pb2.EpisodeRequest, context: grpc.ServicerContext
+    ) -> users_pb2.EpisodeReply:
+        try:
+            seed = world_seed_from_message(request.world_seed)
+        except Refusal as refusal:
+            context.abort(refusal.code, refusal.message)
+        with self._lock:
+            self.world.reset(seed)
+            self._world_seed, self._slot = seed, None
+        return users_pb2.EpisodeReply(num_users=self.world.num_users)
+
+    def BeginFrame(
+        self, request: users_pb2.FrameRequest, context: grpc.ServicerContext
+    ) -> users_pb2.FrameState:
+        del request
+        with self._lock:
+            if self._world_seed is None:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "BeginFrame before BeginEpisode")
+            frame = self.world.begin_frame()
+            self._slot = None
+        return users_pb2.FrameState(
+            frame=frame.frame, popularity_index=frame.popularity_index, gamma=frame.gamma
+        )
+
+    def NextSlot(
+        self, request: users_pb2.SlotRequest, context: grpc.ServicerContext
+    ) -> users_pb2.SlotState:
+        del request
+        with self._lock:
+            try:
+                slot = self.world.next_slot()
+            except RuntimeError as exc:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"NextSlot out of order: {exc} (BeginFrame starts the next frame)",
+                )
+            self._slot, self._served = slot, False
+        return slot_message(slot)
+
+    def ServeSlot(
+        self, request: users_pb2.SlotAllocation, context: grpc.ServicerContext
+    ) -> users_pb2.SlotReport:
+        with self._lock:
+            slot, seed = self._claim(request, context)
+        # The users' calls end no later than this one: work past its deadline is wasted.
+        remaining_s = context.time_remaining()
+        timeout_s = request.request_timeout_s
+        if remaining_s is not None:
+            timeout_s = min(timeout_s, remaining_s)
+        with ThreadPoolExecutor(len(request.users), thread_name_prefix="user") as pool:
+            reports = list(
+                pool.map(
+                    lambda user: self._serve_user(user, request, slot, seed, timeout_s),
+                    range(len(request.users)),
+                )
+            )
+        return users_pb2.SlotReport(users=reports)
+
+    def _claim(
+        self, request: users_pb2.SlotAllocation, context: grpc.ServicerContext
+    ) -> tuple[SlotState, np.random.SeedSequence]:
+        """Check the call against the current slot and mark the slot served (lock held)."""
+        slot = self._slot
+        if slot is None or self._world_seed is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "ServeSlot before NextSlot: no slot drawn"
+            )
+        if (request.frame, request.slot) != (slot.frame, slot.slot):
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"frame, slot = {request.frame}, {request.slot}: the current slot is "
+                f"{slot.frame}, {slot.slot}",
+            )
+        if self._served:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"slot {slot.slot} of frame {slot.frame} is already served; NextSlot draws another",
+            )
+        try:
+            check_allocation(request, slot, self.catalogue, self.total_steps)
+        except Refusal as refusal:
+            context.abort(refusal.code, refusal.message)
+        self._served = True
+        return slot, self._world_seed
+
+    def _serve_user(
+        self,
+        user: int,
+        request: users_pb2.SlotAllocation,
+        slot: SlotState,
+        world_seed: np.random.SeedSequence,
+        timeout_s: float,
+    ) -> users_pb2.UserReport:
+        """One user's request, from its making to its score; failures become its report."""
+        wanted = request.users[user]
+        seed = request_seed(world_seed, slot.frame, slot.slot, user)
+        made = make_requests(wanted.model, 1, seed)[0]
+        report = users_pb2.UserReport()
+        gallery = user < request.gallery_users
+        if gallery:
+            report.upload_png = png_bytes(made.request.masked_image)
+            report.truth_png = png_bytes(made.ground_truth)
+        if wanted.uplink_rate_bps == 0:
+            report.failure = NO_BANDWIDTH
+            return report
+        request_id = f"e{request.episode}-f{slot.frame}-s{slot.slot}-u{user}"
+        try:
+            delivery = self._round_trip(request_id, made, request, user, timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            report.failure = f"{code.name}: {details}"
+        except BadReply as exc:
+            report.failure = f"{BAD_REPLY}: {exc}"
+        else:
+            self._fill(report, delivery, made)
+            if gallery:
+                report.output_png = png_bytes(delivery.image)
+        if report.failure:
+            log.info("%s failed: %s", request_id, report.failure)
+        return report
+
+    def _round_trip(
+        self,
+        request_id: str,
+        made: UserRequest,
+        request: users_pb2.SlotAllocation,
+        user: int,
+        timeout_s: float,
+    ) -> Delivery:
+        """Upload ``made`` to the edge and receive its output (raises RpcError, BadReply)."""
+        wanted = request.users[user]
+        image, mask = made.request.masked_image, made.request.mask
+        shape = image.shape
+        # A d_in or d_op too small for the image (and mask) is raised to it: images travel
+        # whole, and the edge refuses a request whose bytes cannot hold them.
+        input_bytes = max(wanted.input_bytes, image_bytes(shape) + mask_bytes(shape))
+        output_bytes = max(wanted.output_bytes, image_bytes(shape))
+        if (input_bytes, output_bytes) != (wanted.input_bytes, wanted.output_bytes):
+            log.warning(
+                "%s: d_in, d_op = %d, %d bytes raised to %d, %d to carry the images whole",
+                request_id,
+                wanted.input_bytes,
+                wanted.output_bytes,
+                input_bytes,
+                output_bytes,
+            )
+        height_px, width_px, channels = shape
+        header = common_pb2.RequestHeader(
+            request_id=request_id,
+            model=wanted.model,
+            steps=wanted.steps,
+            height_px=height_px,
+            width_px=width_px,
+            channels=channels,
+            noise_seed=made.request.seed,
+            input_bytes=input_bytes,
+            output_bytes=output_bytes,
+            downlink_rate_bps=wanted.downlink_rate_bps,
+            backhaul_up_rate_bps=request.backhaul_up_rate_bps,
+            backhaul_down_rate_bps=request.backhaul_down_rate_bps,
+            time_scale=request.time_scale,
+        )
+        upload = PacedTransfer()
+        responses = self._edge.Generate(
+            upload_messages(header, image, mask, wanted.uplink_rate_bps, upload),
+            timeout=timeout_s,
+        )
+        try:
+            reply = receive_reply(responses, shape, output_bytes)
+        except ValueError as exc:
+            raise BadReply(str(exc)) from None
+        finally:
+            responses.cancel()  # a no-op once the call ended; stops a call abandoned early
+        if reply.header.request_id != request_id:
+            raise BadReply(f"request_id {shown(reply.header.request_id)}, sent {request_id!r}")
+        radio_down_s = (reply.completed_s - reply.started_s) * request.time_scale
+        return Delivery(reply.header, reply.image, upload.emulated_s, radio_down_s)
+
+    @staticmethod
+    def _fill(report: users_pb2.UserReport, delivery: Delivery, made: UserRequest) -> None:
+        """Delays and scores of a served request (eqs. (4), (6): backhaul on both links)."""
+        from ue_emulator.quality import score_outputs
+
+        result = delivery.result
+        scores = score_outputs(delivery.image[None], made.ground_truth[None])
+        report.uplink_s = delivery.radio_up_s + result.backhaul_up_s
+        report.downlink_s = result.backhaul_down_s + delivery.radio_down_s
+        report.backhaul_up_s = result.backhaul_up_s
+        report.backhaul_down_s = result.backhaul_down_s
+        report.backhaul_s = result.backhaul_up_s + result.backhaul_down_s
+        report.generation_s = result.generation_s
+        report.wait_s = result.wait_s
+        report.served_by = result.served_by
+        report.steps_run = result.steps_run
+        report.unet_calls = result.unet_calls
+        report.tv = float(scores.tv[0])
+        report.psnr_db = float(scores.psnr_db[0])
+        report.ssim = float(scores.ssim[0])
+
+
+def serve(
+    config: ScenarioConfig, listen: str = f"{LOOPBACK}:0", edge: str = DEFAULT_EDGE_ADDRESS
+) -> NodeServer:
+    """Start the users' node on ``listen`` (loopback, a free port by default), its users
+    uploading to the edge at ``edge``; returns once it answers SERVING.
+
+    Raises ConfigError when a catalogue model has no image source to draw requests from.
+    """
+    servicer = UsersServicer(config, edge)
+    servicer.warm_up()
+    node = make_server(
+        [lambda server: users_pb2_grpc.add_UsersServicer_to_server(servicer, server)],
+        [SERVICE_NAME],
+        listen,
+    )
+    node.on_stop.append(servicer.close)
+    return node
