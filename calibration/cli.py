@@ -78,6 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument(
         "--measurements", type=Path, help="refit this measurements.csv instead of sweeping"
     )
+    calibrate.add_argument(
+        "--from-run",
+        type=Path,
+        help="refit eqs. (7)-(8) from a live run's measurements (`testbed run` folder)",
+    )
     calibrate.add_argument("--out", type=Path, required=True, help="output folder")
     calibrate.add_argument(
         "--overwrite", action="store_true", help="replace an existing --out folder whole"
@@ -86,8 +91,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_zoo_command(subparsers)
 
 
+def _from_run(args: argparse.Namespace) -> int:
+    from calibration.from_run import live_measurements, refit
+
+    if args.measurements or args.models or args.mismatch:
+        raise UsageError("--from-run refits a live run: drop --measurements/--models/--mismatch")
+    rows, names, entries = live_measurements(args.from_run)
+    out = check_out_dir(args.out, overwrite=args.overwrite)
+    profiles, kept = refit(rows, names, entries, MIN_FIT_STEP_COUNTS)
+    claim_out_dir(out, args.overwrite)
+    rows.to_csv(out / "measurements.csv", index=False)
+    write_profile(out / "profile.toml", profiles, "live", str(args.from_run.resolve()))
+    for profile in profiles:
+        if profile.name not in kept:
+            plot_model(rows, profile, out / f"fig3_{profile.name}.png")
+    refitted = [p.name for p in profiles if p.name not in kept]
+    print(
+        f"refitted from {len(rows)} edge-served user-slots of {args.from_run}: "
+        f"{', '.join(refitted) or 'none'}; kept the run's profile for {', '.join(kept) or 'none'}"
+        f" (fewer than {MIN_FIT_STEP_COUNTS} distinct step counts) -> {out / 'profile.toml'}"
+    )
+    return 0
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     import time
+
+    if args.from_run:
+        return _from_run(args)
 
     steps = parse_steps(args.steps)
     models, measurements = _check_inputs(args, steps)

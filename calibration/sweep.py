@@ -6,6 +6,7 @@ executor without their ground truth, and are scored on the users' side (`ue_emul
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -98,13 +99,17 @@ def fit_model(measurements: pd.DataFrame, name: str) -> ModelProfile:
     )
 
 
-def profile_toml(profiles: Sequence[ModelProfile], device: str, created: datetime) -> str:
-    """The calibration profile in the format the simulator's config loads."""
+def profile_toml(
+    profiles: Sequence[ModelProfile], device: str, created: datetime, from_run: str = ""
+) -> str:
+    """The calibration profile in the format the simulator's config loads (``from_run``: the
+    live run it was refitted from, recorded so that the next run's report can compare)."""
     lines = [
         "[meta]",
         f'device = "{device}"',
         f'created = "{created.isoformat(timespec="seconds")}"',
         'source = "testbed calibrate"',
+        *([f"from_run = {json.dumps(from_run)}"] if from_run else []),
     ]
     for p in profiles:
         lines += [
@@ -127,9 +132,11 @@ def _toml_float(value: float) -> str:
     return repr(float(f"{value:.4g}"))
 
 
-def write_profile(path: Path, profiles: Sequence[ModelProfile], device: str) -> None:
+def write_profile(
+    path: Path, profiles: Sequence[ModelProfile], device: str, from_run: str = ""
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(profile_toml(profiles, device, datetime.now(UTC)))
+    path.write_text(profile_toml(profiles, device, datetime.now(UTC), from_run))
 
 
 def plot_model(measurements: pd.DataFrame, profile: ModelProfile, path: Path) -> None:

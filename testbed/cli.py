@@ -27,6 +27,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from testbed.core.config import (
     ScenarioConfig,
     build_catalogue,
@@ -374,6 +376,204 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+LIVE_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "live_cpu.toml"
+"""The default scenario of `testbed run`: the CPU calibration of the shipped zoo."""
+
+
+def _live_scenario(args: argparse.Namespace) -> ScenarioConfig:
+    config = _scenario(args, base=load_config(LIVE_SCENARIO))
+    overrides = {
+        key: value
+        for key, value in (
+            ("timing.num_frames", args.frames),
+            ("timing.slots_per_frame", args.slots),
+        )
+        if value is not None
+    }
+    return config.replace(**overrides) if overrides else config
+
+
+def _check_zoo_catalogue(config: ScenarioConfig) -> None:
+    from edge_node.zoo import zoo_names
+
+    names = build_catalogue(config.catalogue).names
+    unknown = [n for n in names if n not in zoo_names()]
+    if unknown:
+        raise UsageError(
+            f"catalogue models {unknown} are not zoo models: the live testbed serves real "
+            "models, so its catalogue.profile must name them (e.g. "
+            "calibration/profiles/cpu_zoo.toml)"
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from testbed.live import run_live, start_node, stop_nodes
+    from testbed.policies import make_policies
+    from testbed.report import summarise_live, write_report
+    from testbed.traces import LIVE_TRACE_SCHEMA, read_trace
+
+    config = _live_scenario(args)
+    _reject_training_sets(args)
+    _check_zoo_catalogue(config)
+    if args.time_scale <= 0 or not np.isfinite(args.time_scale):
+        raise UsageError(f"--time-scale = {args.time_scale}: allowed finite values > 0")
+    if args.request_timeout <= 0:
+        raise UsageError(f"--request-timeout = {args.request_timeout}: allowed > 0")
+    given = [a for a in (args.edge, args.users_node) if a]
+    if len(given) == 1:
+        raise UsageError("--edge and --users-node go together (nodes started elsewhere)")
+    if args.policy in LEARNED and not args.checkpoint:
+        raise UsageError(f"--policy {args.policy} needs --checkpoint RUN_DIR")
+    catalogue = build_catalogue(config.catalogue)
+    caching, allocation = make_policies(args.policy, config, catalogue, args.checkpoint)
+    out = check_out_dir(
+        args.out or f"runs/run__{args.policy}__seed{config.seed}__{int(time.time())}",
+        overwrite=args.overwrite,
+    )
+    claim_out_dir(out, args.overwrite)
+    save_config(config, out / "config.toml")
+    (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    args.kept = lambda: f"every finished slot is in {out / 'trace.parquet'}; the nodes stopped"
+    nodes = []
+    try:
+        if args.edge:
+            edge_address, users_address = args.edge, args.users_node
+        else:
+            logs = out / "nodes"
+            logs.mkdir()
+            common = ["--config", str(out / "config.toml")]
+            device = ["--device", args.device] if args.device else []
+            threads = ["--threads", str(args.threads or 1)]  # 2 cores: one torch thread each
+            nodes.append(
+                start_node(
+                    ["cloud-node", *common, *device, *threads],
+                    "cloud",
+                    logs / "cloud.log",
+                    args.start_timeout,
+                )
+            )
+            nodes.append(
+                start_node(
+                    ["edge-node", *common, *device, *threads, "--cloud", nodes[0].address],
+                    "edge",
+                    logs / "edge.log",
+                    args.start_timeout,
+                )
+            )
+            nodes.append(
+                start_node(
+                    ["ue-emulator", *common, "--edge", nodes[1].address],
+                    "users",
+                    logs / "users.log",
+                    args.start_timeout,
+                )
+            )
+            edge_address, users_address = nodes[1].address, nodes[2].address
+        info = run_live(
+            config,
+            catalogue,
+            caching,
+            allocation,
+            users_address,
+            edge_address,
+            out,
+            episodes=args.episodes,
+            time_scale=args.time_scale,
+            request_timeout_s=args.request_timeout,
+            gallery_users=args.gallery,
+            progress=not args.quiet,
+        )
+    finally:
+        stop_nodes(nodes)
+    trace = read_trace(out / "trace.parquet", LIVE_TRACE_SCHEMA)
+    net = config.network
+    summary = {
+        "policy": args.policy,
+        "time_scale": args.time_scale,
+        **info,
+        **summarise_live(
+            trace, config.utility.alpha, net.backhaul_up_rate_bps, net.backhaul_down_rate_bps
+        ),
+    }
+    summary["refit"] = _refit_comparison(config, summary)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    import pandas as pd
+
+    write_report(out, summary, trace, pd.read_csv(out / "metrics.csv"))
+    sim, meas = summary["simulated"], summary["measured"]
+    print(
+        f"{args.policy} live: measured utility {meas['utility']:.3f} (simulated "
+        f"{sim['utility']:.3f}, MAPE of G {summary['mape_percent']['G']:.1f}%)  hit ratio "
+        f"{meas['hit_ratio']:.3f}  violation rate {meas['violation_rate']:.3f} "
+        f"({summary['slots']} slots, {summary['wall_s']:.0f} s) -> {out}"
+    )
+    return 0
+
+
+def _refit_comparison(config: ScenarioConfig, summary: dict) -> dict | None:
+    """With a profile refitted from a live run (``calibrate --from-run``), that run's MAPE
+    beside this one's: the fit before and after."""
+    if not config.catalogue.profile:
+        return None
+    try:
+        with open(config.catalogue.profile, "rb") as fh:
+            source = tomllib.load(fh).get("meta", {}).get("from_run")
+        before = json.loads((Path(source) / "summary.json").read_text()) if source else None
+    except (OSError, ValueError, TypeError):
+        return None
+    if before is None:
+        return None
+    return {
+        "from_run": source,
+        "mape_before_percent": before["mape_percent"],
+        "mape_after_percent": summary["mape_percent"],
+    }
+
+
+def _node_config(args: argparse.Namespace) -> ScenarioConfig:
+    config = load_config(args.config) if args.config else load_config(LIVE_SCENARIO)
+    _check_zoo_catalogue(config)
+    return config
+
+
+def _announce(address: str) -> None:
+    print(f"listening on {address}", flush=True)
+
+
+def _edge_node(args: argparse.Namespace) -> int:
+    from edge_node.server import serve
+    from testbed.proto.runtime import serve_until_signalled
+
+    node = serve(
+        _node_config(args),
+        listen=args.listen,
+        cloud=args.cloud,
+        device=args.device,
+        threads=args.threads,
+        cache_dir=args.cache_dir,
+    )
+    serve_until_signalled(node, _announce)
+    return 0
+
+
+def _cloud_node(args: argparse.Namespace) -> int:
+    from cloud_node.server import serve
+    from testbed.proto.runtime import serve_until_signalled
+
+    node = serve(_node_config(args), listen=args.listen, device=args.device, threads=args.threads)
+    serve_until_signalled(node, _announce)
+    return 0
+
+
+def _ue_emulator(args: argparse.Namespace) -> int:
+    from testbed.proto.runtime import serve_until_signalled
+    from ue_emulator.server import serve
+
+    node = serve(_node_config(args), listen=args.listen, edge=args.edge)
+    serve_until_signalled(node, _announce)
+    return 0
+
+
 def _add_set(parser: argparse.ArgumentParser, training: bool = False) -> None:
     sections = ", ".join(f"{s}.KEY" for s in _SCENARIO_SECTIONS)
     extra = ", train.KEY, allocator.KEY, caching.KEY" if training else ""
@@ -488,6 +688,58 @@ def build_parser() -> argparse.ArgumentParser:
     crv.add_argument("--out", default="curves.png", help="PNG (its CSV is written beside it)")
     crv.add_argument("--overwrite", action="store_true", help="replace existing --out files")
     crv.set_defaults(handler=_curves)
+
+    run = sub.add_parser(
+        "run", help="the live testbed: user, edge and cloud nodes with real RePaint, one policy"
+    )
+    run.add_argument("--policy", choices=POLICIES, default="optimal")
+    run.add_argument("--checkpoint", default=None, help="run folder of `testbed train`")
+    run.add_argument("--episodes", type=int, default=1, help="episodes of T frames x K slots")
+    run.add_argument("--frames", type=int, default=None, help="T (overrides the scenario's)")
+    run.add_argument("--slots", type=int, default=None, help="K (overrides the scenario's)")
+    run.add_argument("--users", type=int, default=None, help="U (overrides the scenario's)")
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument(
+        "--config", default=None, help="scenario TOML (default: the live CPU scenario)"
+    )
+    _add_set(run)
+    run.add_argument("--out", default=None, help="run folder (default: runs/run__...)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
+    run.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="emulated seconds per wall second on the paced links (generation stays real)",
+    )
+    run.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
+    run.add_argument("--gallery", type=int, default=2, help="users per slot kept as images")
+    run.add_argument("--device", default=None, help="cuda or cpu for the edge and the cloud")
+    run.add_argument("--threads", type=int, default=None, help="torch threads per node (default 1)")
+    run.add_argument("--start-timeout", type=float, default=120.0, help="seconds per node start")
+    run.add_argument("--edge", default=None, help="use a running edge node (HOST:PORT)")
+    run.add_argument("--users-node", default=None, help="use a running users' node (HOST:PORT)")
+    run.add_argument("--quiet", action="store_true")
+    run.set_defaults(handler=_run)
+
+    for name, handler, help_text in (
+        ("edge-node", _edge_node, "start the edge node (model cache, RePaint, forwarding)"),
+        ("cloud-node", _cloud_node, "start the cloud node (every model, full quality, weights)"),
+        ("ue-emulator", _ue_emulator, "start the users' node (world, uploads, scoring)"),
+    ):
+        node = sub.add_parser(name, help=help_text)
+        node.add_argument(
+            "--listen", default="127.0.0.1:0", help="HOST:PORT (default: loopback, a free port)"
+        )
+        node.add_argument("--config", default=None, help="scenario TOML (default: live CPU)")
+        if name == "edge-node":
+            node.add_argument("--cloud", required=True, help="the cloud node's HOST:PORT")
+            node.add_argument("--cache-dir", type=Path, default=None, help="model cache folder")
+        if name == "ue-emulator":
+            node.add_argument("--edge", required=True, help="the edge node's HOST:PORT")
+        else:
+            node.add_argument("--device", default=None, help="cuda or cpu")
+            node.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        node.set_defaults(handler=handler)
 
     cfg = sub.add_parser("config", help="print or write the scenario (defaults: Table 2)")
     cfg.add_argument("--config", default=None, help="scenario TOML to start from")

@@ -57,6 +57,30 @@ TRACE_SCHEMA = pa.schema(
 )
 TRACE_COLUMNS = tuple(TRACE_SCHEMA.names)
 
+LIVE_TRACE_SCHEMA = pa.schema(
+    [
+        *TRACE_SCHEMA,
+        ("measured_D_up_s", pa.float64()),
+        ("measured_D_dw_s", pa.float64()),
+        ("measured_D_gt_s", pa.float64()),
+        ("measured_wait_s", pa.float64()),
+        ("measured_D_bh_s", pa.float64()),
+        ("measured_D_bh_up_s", pa.float64()),
+        ("measured_D_tl_s", pa.float64()),
+        ("measured_tv", pa.float64()),
+        ("measured_psnr", pa.float64()),
+        ("measured_ssim", pa.float64()),
+        ("measured_G", pa.float64()),
+        ("measured_violation", pa.bool_()),
+        ("served_by", pa.string()),
+        ("steps_run", pa.int32()),
+        ("unet_calls", pa.int32()),
+        ("failure", pa.string()),
+    ]
+)
+"""A live run's trace: the simulator's columns (the system model on the same world and the
+same actions) beside what the nodes measured."""
+
 
 def slot_rows(
     episode: int,
@@ -105,8 +129,11 @@ def slot_rows(
 class TraceWriter:
     """Appends slot rows to a trace folder (or only to memory when ``path`` is None)."""
 
-    def __init__(self, path: str | Path | None, flush_rows: int = 50_000) -> None:
+    def __init__(
+        self, path: str | Path | None, flush_rows: int = 50_000, schema: pa.Schema = TRACE_SCHEMA
+    ) -> None:
         self.path = Path(path) if path is not None else None
+        self.schema = schema
         self.flush_rows = flush_rows
         self._pending_rows = 0
         self._pending: list[dict[str, np.ndarray]] = []
@@ -124,11 +151,12 @@ class TraceWriter:
         if not self._pending:
             return
         columns = {
-            name: np.concatenate([rows[name] for rows in self._pending]) for name in TRACE_COLUMNS
+            name: np.concatenate([rows[name] for rows in self._pending])
+            for name in self.schema.names
         }
         self._pending.clear()
         self._pending_rows = 0
-        table = pa.Table.from_pydict(columns, schema=TRACE_SCHEMA)
+        table = pa.Table.from_pydict(columns, schema=self.schema)
         self.rows_written += table.num_rows
         if self.path is None:
             self._tables.append(table)
@@ -148,16 +176,16 @@ class TraceWriter:
         """Write what is pending; a trace with no rows at all still gets its (empty) part."""
         self.flush()
         if self.path is not None and self.parts == 0:
-            self._write_part(TRACE_SCHEMA.empty_table())
+            self._write_part(self.schema.empty_table())
 
     def to_frame(self) -> pd.DataFrame:
         """The rows written so far, read back."""
         self.flush()
         if self.path is None:
-            return pa.concat_tables(self._tables or [TRACE_SCHEMA.empty_table()]).to_pandas()
-        return read_trace(self.path)
+            return pa.concat_tables(self._tables or [self.schema.empty_table()]).to_pandas()
+        return read_trace(self.path, self.schema)
 
 
-def read_trace(path: str | Path) -> pd.DataFrame:
+def read_trace(path: str | Path, schema: pa.Schema = TRACE_SCHEMA) -> pd.DataFrame:
     """A trace folder (every part, in order) as one table."""
-    return pq.read_table(path, schema=TRACE_SCHEMA).to_pandas()
+    return pq.read_table(path, schema=schema).to_pandas()

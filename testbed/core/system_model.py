@@ -352,6 +352,24 @@ def greedy_cache(priority: np.ndarray, size_gb: np.ndarray, capacity_gb: float) 
     return cache
 
 
+def integer_steps(step_share: np.ndarray, total_steps: int) -> np.ndarray:
+    """Whole denoising steps for shares xi (what a real edge runs), never more than L in all.
+
+    Largest remainders: every user gets floor(xi_u L); the steps left up to
+    floor(sum_u xi_u L) (at most L, since (11f) caps sum xi at 1) go one each to the users
+    with the largest fractional parts (ties: lower index). A user with xi_u = 0 gets 0.
+    """
+    wanted = np.clip(np.asarray(step_share, dtype=float), 0.0, 1.0) * total_steps
+    steps = np.floor(wanted + 1e-9).astype(int)
+    budget = min(int(np.floor(wanted.sum() + 1e-9)), total_steps)
+    spare = budget - int(steps.sum())
+    if spare > 0:
+        remainder = np.where(wanted > 0, wanted - steps, -1.0)
+        order = np.argsort(-remainder, kind="stable")[:spare]
+        steps[order] += 1
+    return steps
+
+
 def popular_cache(config: ScenarioConfig, catalogue: ModelCatalogue, gamma: float) -> np.ndarray:
     """The most popular models at skewness ``gamma`` that fit the capacity (greedy by eq. (1))."""
     pmf = zipf_pmf(catalogue.num_models, gamma)

@@ -1,0 +1,578 @@
+"""The live testbed's controller: the base station's agent host, driving real nodes.
+
+The controller plays the one frame/slot driver (``testbed.driver``) with the nodes in
+place of the system model:
+
+* the world is the users' node (:class:`RemoteWorld`: the same world code and seed as
+  ``testbed simulate``, drawn over gRPC);
+* each frame's cache goes to the edge (:class:`LiveCaching`), which evicts and fills
+  missing models by streaming their weights from the cloud;
+* each slot's allocation goes to the users (:class:`LiveExecutor`), who upload real
+  corrupted images paced at their eq. (2) rates; the edge runs RePaint with the allocated
+  integer steps (or forwards to the cloud), replies paced at eq. (5), and the users score
+  what comes back against the ground truth they keep.
+
+Every slot is scored twice through the same eqs. (10) and (23): **measured** (the delays
+and the TV that happened; what the policies and the metrics see) and **simulated** (the
+system model with the scenario's calibration profile on the same world and the same
+actions, with the integer steps the edge ran). A failed request (a node down, a deadline
+missed, a user without bandwidth) counts like a starved user of the simulator: its delay
+is ``delay_cap_s`` and its quality the no-step TV A2, so it breaks (11h).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from testbed.core.config import ModelCatalogue, ScenarioConfig
+from testbed.core.metrics import SlotMetrics
+from testbed.core.protocols import AllocationPolicy, CachingPolicy, Hooks
+from testbed.core.records import FrameState, FrameStep, SlotOutcome, SlotState, SlotStep
+from testbed.core.seeding import Role, episode_seed, policy_seed
+from testbed.core.system_model import (
+    RadioParams,
+    cache_fits,
+    downlink_rate_bps,
+    greedy_cache,
+    integer_steps,
+    score_slot,
+    slot_reward,
+    uplink_rate_bps,
+    utility,
+)
+from testbed.driver import FrameSlotDriver
+from testbed.proto import common_pb2, edge_pb2, edge_pb2_grpc, users_pb2, users_pb2_grpc
+from testbed.proto.runtime import DEFAULT_DEADLINE_S, channel, wait_until_serving
+from testbed.recorder import ProgressSpec, Recorder
+from testbed.traces import LIVE_TRACE_SCHEMA, TraceWriter, slot_rows
+
+log = logging.getLogger(__name__)
+
+FILL_DEADLINE_S = 600.0
+"""Deadline of a frame's cache decision: fills stream real weights over the backhaul."""
+
+
+class RemoteWorld:
+    """The users' world on the users' node, as a ``FrameSource`` of the driver."""
+
+    def __init__(self, users: users_pb2_grpc.UsersStub, deadline_s: float = DEFAULT_DEADLINE_S):
+        self.users, self.deadline_s = users, deadline_s
+
+    def reset(self, seed: int | np.random.SeedSequence) -> None:
+        seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        message = common_pb2.Seed(
+            entropy=[int(e) for e in np.atleast_1d(seq.entropy)],
+            spawn_key=[int(k) for k in seq.spawn_key],
+        )
+        self.users.BeginEpisode(
+            users_pb2.EpisodeRequest(world_seed=message), timeout=self.deadline_s
+        )
+
+    def begin_frame(self) -> FrameState:
+        reply = self.users.BeginFrame(users_pb2.FrameRequest(), timeout=self.deadline_s)
+        return FrameState(reply.frame, reply.popularity_index, reply.gamma)
+
+    def next_slot(self) -> SlotState:
+        reply = self.users.NextSlot(users_pb2.SlotRequest(), timeout=self.deadline_s)
+        return SlotState(
+            frame=reply.frame,
+            slot=reply.slot,
+            popularity_index=reply.popularity_index,
+            gamma=reply.gamma,
+            location_state=reply.location_state,
+            positions_m=np.asarray(reply.positions_m, dtype=float).reshape(-1, 2),
+            distance_m=np.asarray(reply.distance_m, dtype=float),
+            fading_power=np.asarray(reply.fading_power, dtype=float),
+            channel_gain=np.asarray(reply.channel_gain, dtype=float),
+            services=np.asarray(reply.services, dtype=np.int64),
+            input_bits=np.asarray(reply.input_bits, dtype=float),
+        )
+
+
+@dataclass
+class FrameLog:
+    """What the edge did with one frame's cache."""
+
+    frame: int
+    requested: tuple[str, ...]
+    applied: tuple[str, ...]
+    fills: dict[str, float] = field(default_factory=dict)
+    """Emulated seconds each missing model took to stream from the cloud."""
+    fill_bytes: dict[str, int] = field(default_factory=dict)
+    trimmed: bool = False
+    """The policy's cache broke (11d); the edge holds its greedy trim instead."""
+
+
+class LiveCaching:
+    """A caching policy whose decisions the edge applies (evicting, filling from the cloud).
+
+    A cache that breaks (11d) cannot be held by a real edge: it is trimmed greedily (the
+    chosen models in index order while they fit) and the trim is logged.
+    """
+
+    def __init__(
+        self,
+        policy: CachingPolicy,
+        edge: edge_pb2_grpc.EdgeStub,
+        catalogue: ModelCatalogue,
+        config: ScenarioConfig,
+        time_scale: float,
+    ) -> None:
+        self.policy, self.edge, self.catalogue = policy, edge, catalogue
+        self.capacity_gb = config.catalogue.cache_capacity_gb
+        self.backhaul_down_bps = config.network.backhaul_down_rate_bps
+        self.time_scale = time_scale
+        self.name = policy.name
+        self.frames: list[FrameLog] = []
+
+    def reset(self, seed: np.random.SeedSequence) -> None:
+        self.policy.reset(seed)
+
+    def select_cache(self, frame: FrameState) -> np.ndarray:
+        wanted = np.asarray(self.policy.select_cache(frame), dtype=bool)
+        cache = wanted
+        if not cache_fits(wanted, self.catalogue.size_gb, self.capacity_gb):
+            order = -np.arange(len(wanted), dtype=float) + np.where(wanted, 1e6, 0.0)
+            cache = greedy_cache(order, self.catalogue.size_gb, self.capacity_gb) & wanted
+        names = [self.catalogue.names[m] for m in np.flatnonzero(cache)]
+        report = self.edge.ApplyCache(
+            edge_pb2.CacheRequest(
+                frame=frame.frame,
+                models=names,
+                backhaul_down_rate_bps=self.backhaul_down_bps,
+                time_scale=self.time_scale,
+            ),
+            timeout=FILL_DEADLINE_S,
+        )
+        self.frames.append(
+            FrameLog(
+                frame=frame.frame,
+                requested=tuple(self.catalogue.names[m] for m in np.flatnonzero(wanted)),
+                applied=tuple(report.cached),
+                fills={f.model: f.fill_s for f in report.fills},
+                fill_bytes={f.model: int(f.bytes) for f in report.fills},
+                trimmed=not np.array_equal(cache, wanted),
+            )
+        )
+        return cache
+
+
+@dataclass(frozen=True)
+class LiveSlot:
+    """One live slot: the allocation executed, the simulated score and what was measured."""
+
+    steps: np.ndarray
+    simulated: SlotOutcome
+    measured: SlotOutcome
+    wait_s: np.ndarray
+    backhaul_s: np.ndarray
+    backhaul_up_s: np.ndarray
+    psnr_db: np.ndarray
+    ssim: np.ndarray
+    served_by: tuple[str, ...]
+    steps_run: np.ndarray
+    unet_calls: np.ndarray
+    failure: tuple[str, ...]
+    wall_s: float
+    gallery: tuple[dict[str, bytes], ...]
+
+
+class LiveExecutor:
+    """The slot executor of the live loop: the users, the edge and the cloud serve the slot."""
+
+    def __init__(
+        self,
+        users: users_pb2_grpc.UsersStub,
+        config: ScenarioConfig,
+        catalogue: ModelCatalogue,
+        time_scale: float = 1.0,
+        request_timeout_s: float = 120.0,
+        gallery_users: int = 0,
+    ) -> None:
+        self.users, self.config, self.catalogue = users, config, catalogue
+        self.radio = RadioParams.from_config(config)
+        self.time_scale = time_scale
+        self.request_timeout_s = request_timeout_s
+        self.gallery_users = gallery_users
+        self.episode = 0
+        self.last: LiveSlot | None = None
+
+    def allocation_message(
+        self, slot: SlotState, cache: np.ndarray, bandwidth_share: np.ndarray, steps: np.ndarray
+    ) -> users_pb2.SlotAllocation:
+        """The slot's allocation as the users receive it: rates of eqs. (2), (5), sizes."""
+        radio, catalogue = self.radio, self.catalogue
+        gain = slot.channel_gain
+        rate_up = uplink_rate_bps(
+            bandwidth_share,
+            radio.uplink_bandwidth_hz,
+            radio.user_tx_power_w,
+            gain,
+            radio.noise_psd_w_per_hz,
+        )
+        rate_dw = downlink_rate_bps(
+            radio.downlink_bandwidth_hz, radio.bs_tx_power_w, gain, radio.noise_psd_w_per_hz
+        )
+        cached = np.asarray(cache, dtype=bool)[slot.services]
+        users = [
+            users_pb2.UserAllocation(
+                model=catalogue.names[service],
+                steps=int(steps[u]),
+                cached=bool(cached[u]),
+                uplink_rate_bps=float(rate_up[u]),
+                downlink_rate_bps=float(rate_dw[u]),
+                input_bytes=math.ceil(slot.input_bits[u] / 8),
+                output_bytes=math.ceil(catalogue.output_bits[service] / 8),
+            )
+            for u, service in enumerate(slot.services)
+        ]
+        return users_pb2.SlotAllocation(
+            episode=self.episode,
+            frame=slot.frame,
+            slot=slot.slot,
+            users=users,
+            backhaul_up_rate_bps=radio.backhaul_up_bps,
+            backhaul_down_rate_bps=radio.backhaul_down_bps,
+            time_scale=self.time_scale,
+            gallery_users=self.gallery_users,
+            request_timeout_s=self.request_timeout_s,
+        )
+
+    def execute(
+        self,
+        slot: SlotState,
+        cache: np.ndarray,
+        bandwidth_share: np.ndarray,
+        step_share: np.ndarray,
+    ) -> SlotOutcome:
+        steps = integer_steps(step_share, self.radio.total_steps)
+        message = self.allocation_message(slot, cache, bandwidth_share, steps)
+        start = time.perf_counter()
+        report = self.users.ServeSlot(message, timeout=self.request_timeout_s + 30.0)
+        wall_s = time.perf_counter() - start
+        executed_share = steps / self.radio.total_steps
+        simulated = score_slot(
+            self.radio, self.catalogue, slot, cache, bandwidth_share, executed_share
+        )
+        measured, details = self._measured(slot, simulated, steps, report)
+        self.last = LiveSlot(
+            steps=steps, simulated=simulated, measured=measured, wall_s=wall_s, **details
+        )
+        return measured
+
+    def _measured(
+        self,
+        slot: SlotState,
+        simulated: SlotOutcome,
+        steps: np.ndarray,
+        report: users_pb2.SlotReport,
+    ) -> tuple[SlotOutcome, dict]:
+        """Eqs. (9), (10), (23) on what the users measured."""
+        radio = self.radio
+        reports = list(report.users)
+        if len(reports) != len(slot.services):
+            raise RuntimeError(
+                f"the users' node reported {len(reports)} users, the slot has {len(slot.services)}"
+            )
+        failed = np.array([bool(r.failure) for r in reports])
+        a2 = self.catalogue.a2_tv[slot.services]
+
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(r, name) for r in reports], dtype=float)
+
+        up_s = np.where(failed, radio.delay_cap_s, column("uplink_s"))
+        dw_s = np.where(failed, 0.0, column("downlink_s"))
+        gen_s = np.where(failed, 0.0, column("generation_s"))
+        total_s = up_s + dw_s + gen_s  # eq. (9)
+        tv = np.where(failed, a2, column("tv"))
+        g = utility(total_s, tv, radio.alpha)  # eq. (10)
+        measured = SlotOutcome(
+            cached=simulated.cached,
+            steps=steps.astype(float),
+            rate_up_bps=simulated.rate_up_bps,
+            rate_dw_bps=simulated.rate_dw_bps,
+            up_s=up_s,
+            dw_s=dw_s,
+            gen_s=gen_s,
+            total_s=total_s,
+            tv=tv,
+            utility=g,
+            violation=total_s > radio.slot_duration_s,
+            reward=slot_reward(g, total_s, radio.slot_duration_s, radio.slot_penalty),
+        )
+        details = {
+            "wait_s": np.where(failed, 0.0, column("wait_s")),
+            "backhaul_s": np.where(failed, 0.0, column("backhaul_s")),
+            "backhaul_up_s": np.where(failed, 0.0, column("backhaul_up_s")),
+            "psnr_db": np.where(failed, np.nan, column("psnr_db")),
+            "ssim": np.where(failed, np.nan, column("ssim")),
+            "served_by": tuple(r.served_by for r in reports),
+            "steps_run": np.array([r.steps_run for r in reports], dtype=int),
+            "unet_calls": np.array([r.unet_calls for r in reports], dtype=int),
+            "failure": tuple(r.failure for r in reports),
+            "gallery": tuple(
+                {"upload": r.upload_png, "output": r.output_png, "truth": r.truth_png}
+                for r in reports
+                if r.output_png
+            ),
+        }
+        return measured, details
+
+
+class EpisodeTracker(Hooks):
+    """Keeps the live executor's episode number in step with the driver."""
+
+    def __init__(self, executor: LiveExecutor) -> None:
+        self.executor = executor
+
+    def on_episode_start(self, episode: int) -> None:
+        self.executor.episode = episode
+
+
+@dataclass
+class NodeProcess:
+    """One node started by ``testbed run`` as its own process."""
+
+    name: str
+    process: subprocess.Popen
+    address: str
+
+
+def start_node(command: Sequence[str], name: str, log_path: Path, timeout_s: float) -> NodeProcess:
+    """Start ``python -m testbed.cli <command>`` listening on a free loopback port; returns
+    once the node has printed its address (its stderr goes to ``log_path``)."""
+    log_file = open(log_path, "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "testbed.cli", "--log-level", "warning", *command],
+        stdout=subprocess.PIPE,
+        stderr=log_file,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("listening on ") or time.monotonic() > deadline:
+        process.kill()
+        raise RuntimeError(f"the {name} node did not start; see {log_path}")
+    address = line.removeprefix("listening on ").strip()
+    wait_until_serving(address, timeout_s=max(1.0, deadline - time.monotonic()))
+    return NodeProcess(name, process, address)
+
+
+def stop_nodes(nodes: Sequence[NodeProcess], grace_s: float = 10.0) -> None:
+    """SIGTERM every node (each reports NOT_SERVING and stops gracefully), then reap them."""
+    for node in nodes:
+        if node.process.poll() is None:
+            node.process.terminate()
+    for node in nodes:
+        try:
+            node.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            node.process.kill()
+            node.process.wait()
+
+
+def stubs(users_address: str, edge_address: str):
+    """Channels and stubs of the users' node and the edge."""
+    users_channel, edge_channel = channel(users_address), channel(edge_address)
+    return (
+        (users_channel, edge_channel),
+        users_pb2_grpc.UsersStub(users_channel),
+        edge_pb2_grpc.EdgeStub(edge_channel),
+    )
+
+
+def rpc_error_line(exc: grpc.RpcError) -> str:
+    """``CODE: details`` of a failed call."""
+    return f"{exc.code().name}: {exc.details()}"
+
+
+def live_rows(step: SlotStep, live: LiveSlot, catalogue: ModelCatalogue) -> dict[str, np.ndarray]:
+    """The live trace columns of one slot: the simulator's, then the measured ones."""
+    rows = slot_rows(
+        step.episode, step.slot, catalogue, step.bandwidth_share, step.step_share, live.simulated
+    )
+    measured = live.measured
+    rows.update(
+        {
+            "measured_D_up_s": measured.up_s,
+            "measured_D_dw_s": measured.dw_s,
+            "measured_D_gt_s": measured.gen_s,
+            "measured_wait_s": live.wait_s,
+            "measured_D_bh_s": live.backhaul_s,
+            "measured_D_bh_up_s": live.backhaul_up_s,
+            "measured_D_tl_s": measured.total_s,
+            "measured_tv": measured.tv,
+            "measured_psnr": live.psnr_db,
+            "measured_ssim": live.ssim,
+            "measured_G": measured.utility,
+            "measured_violation": measured.violation,
+            "served_by": np.array(live.served_by, dtype=object),
+            "steps_run": live.steps_run,
+            "unet_calls": live.unet_calls,
+            "failure": np.array(live.failure, dtype=object),
+        }
+    )
+    return rows
+
+
+class LiveRecorder(Hooks):
+    """The live run's trace (one Parquet part per slot), per-slot metrics and gallery."""
+
+    def __init__(
+        self,
+        executor: LiveExecutor,
+        writer: TraceWriter,
+        recorder: Recorder,
+        catalogue: ModelCatalogue,
+        gallery_dir: Path | None,
+    ) -> None:
+        self.executor, self.writer, self.recorder = executor, writer, recorder
+        self.catalogue, self.gallery_dir = catalogue, gallery_dir
+        self.simulated, self.measured = SlotMetrics(), SlotMetrics()
+        self.slots = 0
+        self.gallery: list[dict[str, object]] = []
+
+    def on_slot(self, step: SlotStep) -> None:
+        live = self.executor.last
+        assert live is not None
+        self.writer.add(live_rows(step, live, self.catalogue))
+        self.writer.flush()  # slot by slot: a stopped run keeps every finished slot
+        self.simulated.add_slot(live.simulated, step.decision_s)
+        self.measured.add_slot(live.measured, step.decision_s)
+        self.recorder.record_many(
+            {
+                "slot": self.slots,
+                "episode": step.episode,
+                "frame": step.slot.frame,
+                "simulated_utility": float(live.simulated.utility.mean()),
+                "measured_utility": float(live.measured.utility.mean()),
+                "hit_ratio": float(live.measured.cached.mean()),
+                "simulated_violation_rate": float(live.simulated.violation.mean()),
+                "measured_violation_rate": float(live.measured.violation.mean()),
+                "failures": sum(bool(f) for f in live.failure),
+                "slot_wall_s": live.wall_s,
+                "decision_ms": 1e3 * step.decision_s,
+            }
+        )
+        self.recorder.dump(step=self.slots)
+        if self.gallery_dir is not None:
+            for user, images in enumerate(live.gallery):
+                self._keep_gallery(step, live, user, images)
+        self.slots += 1
+
+    def _keep_gallery(self, step: SlotStep, live: LiveSlot, user: int, images) -> None:
+        assert self.gallery_dir is not None
+        stem = f"e{step.episode}_f{step.slot.frame}_s{step.slot.slot}_u{user}"
+        entry: dict[str, object] = {
+            "stem": stem,
+            "model": self.catalogue.names[step.slot.services[user]],
+            "steps_run": int(live.steps_run[user]),
+            "served_by": live.served_by[user],
+            "tv": float(live.measured.tv[user]),
+            "psnr_db": float(live.psnr_db[user]),
+        }
+        for kind, data in images.items():
+            (self.gallery_dir / f"{stem}_{kind}.png").write_bytes(data)
+        self.gallery.append(entry)
+
+    def on_frame_end(self, step: FrameStep) -> None:
+        self.simulated.add_frame(step.reward, step.cache_fits, step.caching_s)
+        self.measured.add_frame(step.reward, step.cache_fits, step.caching_s)
+
+
+SLOT_COLUMNS = (
+    "slot",
+    "episode",
+    "frame",
+    "simulated_utility",
+    "measured_utility",
+    "hit_ratio",
+    "simulated_violation_rate",
+    "measured_violation_rate",
+    "failures",
+    "slot_wall_s",
+    "decision_ms",
+)
+
+
+def run_live(
+    config: ScenarioConfig,
+    catalogue: ModelCatalogue,
+    caching: CachingPolicy,
+    allocation: AllocationPolicy,
+    users_address: str,
+    edge_address: str,
+    out: Path,
+    episodes: int = 1,
+    time_scale: float = 1.0,
+    request_timeout_s: float = 120.0,
+    gallery_users: int = 2,
+    progress: bool = False,
+) -> dict[str, object]:
+    """Play ``episodes`` live episodes against running nodes; write the trace, metrics and
+    gallery into ``out``; returns the summary (see :func:`summarise_live`)."""
+    channels, users, edge = stubs(users_address, edge_address)
+    executor = LiveExecutor(users, config, catalogue, time_scale, request_timeout_s, gallery_users)
+    live_caching = LiveCaching(caching, edge, catalogue, config, time_scale)
+    driver = FrameSlotDriver(
+        RemoteWorld(users),
+        executor,
+        frames=config.timing.num_frames,
+        slots=config.timing.slots_per_frame,
+        size_gb=catalogue.size_gb,
+        capacity_gb=config.catalogue.cache_capacity_gb,
+        frame_penalty=config.utility.frame_penalty,
+    )
+    gallery_dir = out / "gallery"
+    gallery_dir.mkdir(parents=True, exist_ok=True)
+    writer = TraceWriter(out / "trace.parquet", schema=LIVE_TRACE_SCHEMA)
+    total = episodes * config.timing.num_frames * config.timing.slots_per_frame
+    recorder = Recorder(
+        out,
+        SLOT_COLUMNS,
+        tensorboard=False,
+        progress=ProgressSpec(
+            total=total,
+            unit="slot",
+            postfix={"measured": "{measured_utility:.2f}", "simulated": "{simulated_utility:.2f}"},
+            enabled=progress,
+        ),
+    )
+    hook = LiveRecorder(executor, writer, recorder, catalogue, gallery_dir)
+    start = time.perf_counter()
+    try:
+        driver.play(
+            range(episodes),
+            live_caching,
+            allocation,
+            world_seed=lambda e: episode_seed(config.seed, e),
+            policy_seeds=lambda e: (
+                policy_seed(config.seed, e, Role.CACHING),
+                policy_seed(config.seed, e, Role.ALLOCATION),
+            ),
+            hooks=(EpisodeTracker(executor), hook),
+        )
+    finally:
+        recorder.close()
+        writer.close()
+        for chan in channels:
+            chan.close()
+    return {
+        "wall_s": time.perf_counter() - start,
+        "slots": hook.slots,
+        "frames": [asdict(f) for f in live_caching.frames],
+        "gallery": hook.gallery,
+        "caching_policy": caching.name,
+        "allocation_policy": allocation.name,
+    }

@@ -1,0 +1,164 @@
+"""The live loop end to end: the users', edge and cloud nodes on loopback (in this process),
+real RePaint, the controller in the one frame/slot driver, simulated beside measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from testbed.cli import LIVE_SCENARIO, main
+from testbed.core.config import build_catalogue, load_config
+from testbed.core.system_model import integer_steps
+from testbed.policies import make_policies
+from testbed.report import BREAKDOWN, summarise_live, write_report
+from testbed.traces import LIVE_TRACE_SCHEMA, read_trace
+
+SMALL = {
+    "network.num_users": 3,
+    "timing.num_frames": 1,
+    "timing.slots_per_frame": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(LIVE_SCENARIO).replace(**SMALL)
+
+
+@pytest.fixture(scope="module")
+def nodes(config):
+    from cloud_node.server import serve as serve_cloud
+    from edge_node.server import serve as serve_edge
+    from ue_emulator.server import serve as serve_users
+
+    cloud = serve_cloud(config, threads=1)
+    edge = serve_edge(config, cloud=cloud.address, threads=1)
+    users = serve_users(config, edge=edge.address)
+    yield {"cloud": cloud, "edge": edge, "users": users}
+    for node in (users, edge, cloud):
+        node.stop(0.5)
+
+
+@pytest.fixture(scope="module")
+def run(config, nodes, tmp_path_factory) -> tuple[Path, dict]:
+    from testbed.core.config import save_config
+    from testbed.live import run_live
+
+    out = tmp_path_factory.mktemp("live")
+    save_config(config, out / "config.toml")  # as `testbed run` does
+    catalogue = build_catalogue(config.catalogue)
+    caching, allocation = make_policies("optimal", config, catalogue)
+    info = run_live(
+        config,
+        catalogue,
+        caching,
+        allocation,
+        nodes["users"].address,
+        nodes["edge"].address,
+        out,
+        gallery_users=1,
+    )
+    return out, info
+
+
+def test_live_run_writes_every_user_slot_beside_its_simulation(config, run) -> None:
+    out, info = run
+    trace = read_trace(out / "trace.parquet", LIVE_TRACE_SCHEMA)
+    assert len(trace) == 2 * 3 and info["slots"] == 2
+    assert list(trace.columns) == LIVE_TRACE_SCHEMA.names
+    assert (trace["failure"] == "").all()
+    edge = trace["served_by"] == "edge"
+    # the edge holds the model exactly when the simulator counts a hit
+    assert (edge == trace["cached"]).all()
+    # edge requests ran the integer steps of the allocation (never more than L per slot)
+    assert (trace.loc[edge, "steps_run"] == trace.loc[edge, "steps"].astype(int)).all()
+    assert (trace.groupby("slot")["steps"].sum() <= config.catalogue.total_steps).all()
+    for _, part in trace.groupby("slot"):
+        np.testing.assert_array_equal(
+            part["steps"].astype(int), integer_steps(part["xi"], config.catalogue.total_steps)
+        )
+    cloud = ~edge
+    a3 = build_catalogue(config.catalogue).a3_steps
+    assert (trace.loc[cloud, "steps_run"] == np.ceil(a3[trace.loc[cloud, "service"]])).all()
+    assert (trace.loc[cloud, "measured_D_bh_s"] > 0).all()
+    # real transfers: the measured uplink is the eq. (2) time within 10% (paced, loopback)
+    np.testing.assert_allclose(trace["measured_D_up_s"], trace["D_up_s"], rtol=0.1)
+    # real generation: a positive time, waiting included; real images scored
+    assert (trace["measured_D_gt_s"] >= trace["measured_wait_s"]).all()
+    assert (trace["measured_D_gt_s"] > 0).all()
+    assert trace["measured_psnr"].between(5, 60).all() and trace["measured_tv"].gt(0).all()
+    # measured G is eq. (10) of the measured delay and TV
+    alpha = config.utility.alpha
+    np.testing.assert_allclose(
+        trace["measured_G"],
+        alpha * trace["measured_D_tl_s"] + (1 - alpha) * trace["measured_tv"],
+    )
+    slots = pd.read_csv(out / "metrics.csv")
+    assert list(slots["slot"]) == [0, 1]
+    assert len(list((out / "gallery").glob("*_output.png"))) == 2  # 1 user x 2 slots
+
+
+def test_summary_breakdown_adds_up_and_report_is_written(config, run) -> None:
+    out, info = run
+    trace = read_trace(out / "trace.parquet", LIVE_TRACE_SCHEMA)
+    net = config.network
+    summary = summarise_live(
+        trace, config.utility.alpha, net.backhaul_up_rate_bps, net.backhaul_down_rate_bps
+    )
+    parts = summary["gap_breakdown"]
+    assert sum(parts[name] for name in BREAKDOWN) == pytest.approx(parts["total"], abs=1e-9)
+    assert summary["measured"]["utility"] == pytest.approx(trace["measured_G"].mean())
+    assert summary["simulated"]["utility"] == pytest.approx(trace["G"].mean())
+    assert 0 <= summary["mape_percent"]["G"] < 1e4
+    summary.update({"policy": "optimal", "time_scale": 1.0, **info})
+    report = write_report(out, summary, trace, pd.read_csv(out / "metrics.csv"))
+    text = report.read_text()
+    assert "| utility (mean G) |" in text and "![gallery](gallery.png)" in text
+    for png in ("measured_vs_simulated.png", "slots.png", "gap_breakdown.png", "gallery.png"):
+        assert (out / png).stat().st_size > 0
+
+
+def test_refit_from_the_live_run_writes_a_loadable_profile(config, run, tmp_path) -> None:
+    out, _ = run
+    refit = tmp_path / "refit"
+    assert main(["calibrate", "--from-run", str(out), "--out", str(refit)]) == 0
+    profile = refit / "profile.toml"
+    scenario = config.replace(**{"catalogue.profile": str(profile)})
+    catalogue = build_catalogue(scenario.catalogue)
+    assert catalogue.names == build_catalogue(config.catalogue).names
+    assert (refit / "measurements.csv").is_file()
+    # a second refit into the same folder is refused (results are never overwritten unasked)
+    assert main(["calibrate", "--from-run", str(out), "--out", str(refit)]) == 2
+
+
+def test_live_cli_against_running_nodes(config, nodes, tmp_path) -> None:
+    out = tmp_path / "cli"
+    scenario = tmp_path / "small.toml"
+    from testbed.core.config import save_config
+
+    save_config(config, scenario)
+    code = main(
+        [
+            "run",
+            "--policy",
+            "rcars",
+            "--config",
+            str(scenario),
+            "--edge",
+            nodes["edge"].address,
+            "--users-node",
+            nodes["users"].address,
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"] == "rcars" and summary["slots"] == 2
+    assert set(summary["mape_percent"]) == {"G", "D_up", "D_dw", "D_gt", "D_tl", "TV"}
+    assert (out / "report.md").is_file()
