@@ -519,9 +519,11 @@ def run_live(
     request_timeout_s: float = 120.0,
     gallery_users: int = 2,
     progress: bool = False,
+    hooks: Sequence[Hooks] = (),
 ) -> dict[str, object]:
     """Play ``episodes`` live episodes against running nodes; write the trace, metrics and
-    gallery into ``out``; returns the summary (see :func:`summarise_live`)."""
+    gallery into ``out``; returns what the run did (wall time, slots, the frames' cache
+    fills, the gallery). ``hooks`` see the loop too (e.g. a benchmark's clock)."""
     channels, users, edge = stubs(users_address, edge_address)
     executor = LiveExecutor(users, config, catalogue, time_scale, request_timeout_s, gallery_users)
     live_caching = LiveCaching(caching, edge, catalogue, config, time_scale)
@@ -561,7 +563,7 @@ def run_live(
                 policy_seed(config.seed, e, Role.CACHING),
                 policy_seed(config.seed, e, Role.ALLOCATION),
             ),
-            hooks=(EpisodeTracker(executor), hook),
+            hooks=(EpisodeTracker(executor), hook, *hooks),
         )
     finally:
         recorder.close()
