@@ -32,6 +32,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     run = root / "t2drl_run"
     assert main(["train", "--episodes", "1", "--quiet", "--out", str(run), *TINY, *FAST_TRAIN]) == 0
     (root / "network5.toml").write_text("network = 5\n")
+    (root / "paper.toml").write_text("seed = 1\n")  # Table 2's drawn catalogue: no zoo names
     (root / "broken.toml").write_text("[network\nnum_users = 3\n")
     (root / "binary.toml").write_bytes(b"\xff\xfe\x00garbage")
     (root / "afile").write_text("not a folder\n")
@@ -87,6 +88,12 @@ BAD_INPUTS = [
     (["curves", "{run}", "--out", "{root}/nonempty"], "is a folder, not a file"),
     (["config", "--out", "{root}/afile"], "--out {root}/afile exists: pass --overwrite"),
     (["config", "--config", "{root}/network5.toml"], "network must be a table"),
+    (["run", "--time-scale", "0"], "--time-scale = 0.0: allowed finite values > 0"),
+    (["run", "--edge", "127.0.0.1:1"], "--edge and --users-node go together"),
+    (["run", "--policy", "t2drl"], "--policy t2drl needs --checkpoint RUN_DIR"),
+    (["run", "--config", "{root}/paper.toml"], "are not zoo models"),
+    (["run", "--out", "{root}/nonempty"], "exists and is not empty: pass --overwrite"),
+    (["run", "--frames", "0"], "timing.num_frames = 0 is out of range"),
 ]
 
 
