@@ -35,6 +35,7 @@ from testbed.core.protocols import (
     SlotExecutor,
 )
 from testbed.core.records import FrameState, FrameStep, SlotOutcome, SlotState, SlotStep
+from testbed.core.seeding import Role, episode_seed, policy_seed
 from testbed.core.system_model import cache_fits, check_allocation, frame_reward, served_at_edge
 
 
@@ -213,3 +214,26 @@ class FrameSlotDriver:
                 caching.reset(caching_seed)
                 allocation.reset(allocation_seed)
             self.play_episode(episode, world_seed(episode), caching, allocation, hooks)
+
+    def play_evaluation(
+        self,
+        episodes: int,
+        caching: CachingPolicy,
+        allocation: AllocationPolicy,
+        run_seed: int,
+        hooks: Sequence[Hooks] = (),
+    ) -> None:
+        """Episodes 0..episodes-1 of run ``run_seed`` as every evaluation plays them: the
+        world of ``episode_seed(run_seed, e)``, the policies reseeded from the same pair
+        (``testbed.core.seeding``), so every policy meets the same users."""
+        self.play(
+            range(episodes),
+            caching,
+            allocation,
+            world_seed=lambda e: episode_seed(run_seed, e),
+            policy_seeds=lambda e: (
+                policy_seed(run_seed, e, Role.CACHING),
+                policy_seed(run_seed, e, Role.ALLOCATION),
+            ),
+            hooks=hooks,
+        )

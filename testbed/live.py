@@ -38,16 +38,13 @@ from testbed.core.config import ModelCatalogue, ScenarioConfig
 from testbed.core.metrics import SlotMetrics
 from testbed.core.protocols import AllocationPolicy, CachingPolicy, Hooks
 from testbed.core.records import FrameState, FrameStep, SlotOutcome, SlotState, SlotStep
-from testbed.core.seeding import Role, episode_seed, policy_seed
 from testbed.core.system_model import (
     RadioParams,
     cache_fits,
-    downlink_rate_bps,
     greedy_cache,
     integer_steps,
     score_slot,
     slot_reward,
-    uplink_rate_bps,
     utility,
 )
 from testbed.driver import FrameSlotDriver
@@ -208,29 +205,18 @@ class LiveExecutor:
         self.last: LiveSlot | None = None
 
     def allocation_message(
-        self, slot: SlotState, cache: np.ndarray, bandwidth_share: np.ndarray, steps: np.ndarray
+        self, slot: SlotState, simulated: SlotOutcome, steps: np.ndarray
     ) -> users_pb2.SlotAllocation:
-        """The slot's allocation as the users receive it: rates of eqs. (2), (5), sizes."""
-        radio, catalogue = self.radio, self.catalogue
-        gain = slot.channel_gain
-        rate_up = uplink_rate_bps(
-            bandwidth_share,
-            radio.uplink_bandwidth_hz,
-            radio.user_tx_power_w,
-            gain,
-            radio.noise_psd_w_per_hz,
-        )
-        rate_dw = downlink_rate_bps(
-            radio.downlink_bandwidth_hz, radio.bs_tx_power_w, gain, radio.noise_psd_w_per_hz
-        )
-        cached = np.asarray(cache, dtype=bool)[slot.services]
+        """The slot's allocation as the users receive it: the eq. (2) and eq. (5) rates (as
+        the system model computed them for this allocation), the steps and the sizes."""
+        catalogue, radio = self.catalogue, self.radio
         users = [
             users_pb2.UserAllocation(
                 model=catalogue.names[service],
                 steps=int(steps[u]),
-                cached=bool(cached[u]),
-                uplink_rate_bps=float(rate_up[u]),
-                downlink_rate_bps=float(rate_dw[u]),
+                cached=bool(simulated.cached[u]),
+                uplink_rate_bps=float(simulated.rate_up_bps[u]),
+                downlink_rate_bps=float(simulated.rate_dw_bps[u]),
                 input_bytes=math.ceil(slot.input_bits[u] / 8),
                 output_bytes=math.ceil(catalogue.output_bits[service] / 8),
             )
@@ -256,14 +242,14 @@ class LiveExecutor:
         step_share: np.ndarray,
     ) -> SlotOutcome:
         steps = integer_steps(step_share, self.radio.total_steps)
-        message = self.allocation_message(slot, cache, bandwidth_share, steps)
-        start = time.perf_counter()
-        report = self.users.ServeSlot(message, timeout=self.request_timeout_s + 30.0)
-        wall_s = time.perf_counter() - start
         executed_share = steps / self.radio.total_steps
         simulated = score_slot(
             self.radio, self.catalogue, slot, cache, bandwidth_share, executed_share
         )
+        message = self.allocation_message(slot, simulated, steps)
+        start = time.perf_counter()
+        report = self.users.ServeSlot(message, timeout=self.request_timeout_s + 30.0)
+        wall_s = time.perf_counter() - start
         measured, details = self._measured(slot, simulated, steps, report)
         self.last = LiveSlot(
             steps=steps, simulated=simulated, measured=measured, wall_s=wall_s, **details
@@ -554,15 +540,11 @@ def run_live(
     hook = LiveRecorder(executor, writer, recorder, catalogue, gallery_dir)
     start = time.perf_counter()
     try:
-        driver.play(
-            range(episodes),
+        driver.play_evaluation(
+            episodes,
             live_caching,
             allocation,
-            world_seed=lambda e: episode_seed(config.seed, e),
-            policy_seeds=lambda e: (
-                policy_seed(config.seed, e, Role.CACHING),
-                policy_seed(config.seed, e, Role.ALLOCATION),
-            ),
+            config.seed,
             hooks=(EpisodeTracker(executor), hook, *hooks),
         )
     finally:

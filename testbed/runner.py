@@ -15,7 +15,6 @@ from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue
 from testbed.core.metrics import RunSummary, SlotMetrics
 from testbed.core.protocols import AllocationPolicy, CachingPolicy, Hooks
 from testbed.core.records import FrameStep, SlotStep
-from testbed.core.seeding import Role, episode_seed, policy_seed
 from testbed.recorder import ProgressSpec, Recorder
 from testbed.simulator import simulated_driver
 from testbed.traces import TraceWriter, slot_rows
@@ -130,15 +129,11 @@ def run(
         ),
     )
     try:
-        driver.play(
-            range(episodes),
+        driver.play_evaluation(
+            episodes,
             caching,
             allocation,
-            world_seed=lambda e: episode_seed(config.seed, e),
-            policy_seeds=lambda e: (
-                policy_seed(config.seed, e, Role.CACHING),
-                policy_seed(config.seed, e, Role.ALLOCATION),
-            ),
+            config.seed,
             hooks=(metrics, TraceHook(writer, catalogue), RecorderHook(recorder)),
         )
     finally:
