@@ -20,9 +20,13 @@ models (`edge_node.zoo.zoo_model_dirs`); a name is never used as a path.
 | | | of range; the image or mask malformed; more or fewer bytes than input_bytes |
 | Generate | NOT_FOUND | model not in the catalogue |
 | Generate | RESOURCE_EXHAUSTED | input_bytes or output_bytes over MAX_TRANSFER_BYTES |
+| Generate | OUT_OF_RANGE | the reply, paced at backhaul_down_rate_bps x time_scale, cannot |
+| | | arrive before the call's deadline (checked before any generation) |
 | Generate | INTERNAL | the generation failed (the node keeps serving) |
 | FetchWeights | NOT_FOUND | model not in the catalogue (paths such as ``../x`` included) |
 | FetchWeights | INVALID_ARGUMENT | rate_bps or time_scale not finite and > 0 |
+| FetchWeights | OUT_OF_RANGE | the files, paced at rate_bps x time_scale, cannot arrive before |
+| | | the call's deadline |
 """
 
 from __future__ import annotations
@@ -50,9 +54,12 @@ from testbed.proto.runtime import (
     make_server,
     paced,
 )
+from testbed.proto.security import Security, check_listen
 from testbed.proto.streams import (
     ImageShape,
     Refusal,
+    check_link_loss,
+    check_paced_in_time,
     check_positive,
     receive_upload,
     reply_messages,
@@ -78,6 +85,10 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
             name: image_shape(folder) for name, folder in self.model_dirs.items()
         }
         self.files = {name: transfer_files(folder) for name, folder in self.model_dirs.items()}
+        self.weights_bytes = {
+            name: sum((self.model_dirs[name] / path).stat().st_size for path in files)
+            for name, files in self.files.items()
+        }
 
     def Generate(
         self, request_iterator: Iterator[UploadChunk], context: grpc.ServicerContext
@@ -85,6 +96,13 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
         try:
             upload = receive_upload(request_iterator, self.shapes, max_steps=None)
             model = upload.header.model
+            check_paced_in_time(
+                "backhaul_down_rate_bps",
+                upload.header.output_bytes,
+                upload.header.backhaul_down_rate_bps,
+                upload.header.time_scale,
+                context.time_remaining(),
+            )
             future = self.worker.submit(
                 self.model_dirs[model], upload, self.full_steps[model], upload.completed_s
             )
@@ -97,6 +115,8 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
             generation.image,
             header.backhaul_down_rate_bps,
             header.time_scale,
+            header.link_loss,
+            seed=header.noise_seed + 2,  # a loss draw of its own, apart from the uploads'
         )
 
     def FetchWeights(
@@ -111,12 +131,22 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
                 )
             check_positive("rate_bps", request.rate_bps)
             check_positive("time_scale", request.time_scale)
+            check_link_loss("link_loss", request.link_loss)
+            check_paced_in_time(
+                "rate_bps",
+                self.weights_bytes[request.model],
+                request.rate_bps,
+                request.time_scale,
+                context.time_remaining(),
+            )
         except Refusal as refusal:
             context.abort(refusal.code, refusal.message)
         folder = self.model_dirs[request.model]
         # every file hashed before the link starts, so hashing never counts as link time
         headers = [_file_header(folder, relative) for relative in self.files[request.model]]
-        pacer = Pacer(request.rate_bps, request.time_scale)
+        pacer = Pacer(
+            request.rate_bps, request.time_scale, request.link_loss, seed=len(request.model)
+        )
         for header in headers:
             yield cloud_pb2.WeightsChunk(file=header)
             for part in paced(_read(folder / header.path), pacer):
@@ -155,15 +185,18 @@ def serve(
     listen: str = f"{LOOPBACK}:0",
     device: str | None = None,
     threads: int | None = None,
+    security: Security | None = None,
 ) -> NodeServer:
     """Start the cloud node for ``config``'s catalogue on ``listen`` (loopback, any free port
     by default): RePaint on ``device`` (default: cuda if torch sees one, else cpu) with
-    ``threads`` torch CPU threads (default: torch's).
+    ``threads`` torch CPU threads (default: torch's). ``security``: TLS and the token checked
+    on every call (`testbed.proto.security`); a non-loopback ``listen`` needs both.
 
     Refuses, with a `TestbedError`, a catalogue whose names are not zoo models, a model whose
     weights are not safetensors or exceed ``MAX_TRANSFER_BYTES``, and a bad device or
     thread count. ``NodeServer.stop`` also stops the worker.
     """
+    check_listen(listen, security)
     full_steps = full_quality_steps(config)
     model_dirs = zoo_model_dirs(list(full_steps))
     for name, folder in model_dirs.items():
@@ -185,6 +218,7 @@ def serve(
             [lambda server: cloud_pb2_grpc.add_CloudServicer_to_server(servicer, server)],
             [SERVICE_NAME],
             listen,
+            security=security,
         )
         node.on_stop.append(owned.pop_all().close)
     return node

@@ -22,10 +22,14 @@ Every call to the cloud has a deadline; every inbound request is checked before 
 | ApplyCache | NOT_FOUND | a name that is not a catalogue model |
 | ApplyCache | INVALID_ARGUMENT | a name listed twice; a rate or time_scale not finite and > 0 |
 | ApplyCache | RESOURCE_EXHAUSTED | the models' sizes c_m total more than C (11d) |
+| ApplyCache | OUT_OF_RANGE | the fills, paced at the rate x time_scale, cannot arrive before |
+| | | the call's deadline (checked before anything is evicted) |
 | ApplyCache | FAILED_PRECONDITION | another decision is still being applied (a fill runs) |
 | ApplyCache | UNAVAILABLE | the cloud is down or too slow during a fill (the model named) |
 | ApplyCache | DATA_LOSS | the weights received are unusable (path, size, hash, checkpoint) |
 | Generate | INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED | as at the cloud, and steps > L |
+| Generate | OUT_OF_RANGE | the reply at downlink_rate_bps, or a forwarded request's backhaul |
+| | | transfers, paced x time_scale, cannot arrive before the call's deadline |
 | Generate | UNAVAILABLE | a forwarded request's cloud is down or too slow |
 | Generate | INTERNAL | the generation failed, or the cloud's reply is malformed |
 """
@@ -48,11 +52,14 @@ from testbed.core.errors import TestbedError
 from testbed.proto import cloud_pb2, cloud_pb2_grpc, edge_pb2, edge_pb2_grpc
 from testbed.proto.common_pb2 import DownloadChunk, ResultHeader, UploadChunk
 from testbed.proto.runtime import DEFAULT_DEADLINE_S, LOOPBACK, NodeServer, channel, make_server
+from testbed.proto.security import Security, check_listen
 from testbed.proto.streams import (
     ImageShape,
     PacedTransfer,
     Refusal,
     Upload,
+    check_link_loss,
+    check_paced_in_time,
     check_positive,
     receive_reply,
     receive_upload,
@@ -83,6 +90,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         shapes: Mapping[str, ImageShape],
         weights_bytes: Mapping[str, int],
         cloud_address: str,
+        security: Security | None = None,
     ) -> None:
         catalogue = build_catalogue(config.catalogue)
         self.sizes_gb = dict(zip(catalogue.names, map(float, catalogue.size_gb), strict=True))
@@ -92,7 +100,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         self.shapes = dict(shapes)
         self.weights_bytes = dict(weights_bytes)
         self.cloud_address = cloud_address
-        self._cloud_channel = channel(cloud_address)
+        self._cloud_channel = channel(cloud_address, security)
         self.cloud = cloud_pb2_grpc.CloudStub(self._cloud_channel)
 
     def close(self) -> None:
@@ -105,6 +113,14 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     ) -> edge_pb2.CacheReport:
         try:
             self._check_decision(request)
+            missing = [model for model in request.models if model not in self.cache.held()]
+            check_paced_in_time(
+                "backhaul_down_rate_bps",
+                sum(self.weights_bytes[model] for model in missing),
+                request.backhaul_down_rate_bps,
+                request.time_scale,
+                context.time_remaining(),
+            )
             evicted, fills = self.cache.apply(
                 list(request.models), lambda model: self._fetch(model, request, context)
             )
@@ -128,6 +144,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     def _check_decision(self, request: edge_pb2.CacheRequest) -> None:
         check_positive("backhaul_down_rate_bps", request.backhaul_down_rate_bps)
         check_positive("time_scale", request.time_scale)
+        check_link_loss("link_loss", request.link_loss)
         for index, model in enumerate(request.models):
             if model not in self.sizes_gb:
                 raise Refusal(
@@ -155,7 +172,10 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         timeout_s = FILL_DEADLINE_S + 2 * 8 * self.weights_bytes[model] / wall_rate_bps
         stream = self.cloud.FetchWeights(
             cloud_pb2.WeightsRequest(
-                model=model, rate_bps=request.backhaul_down_rate_bps, time_scale=request.time_scale
+                model=model,
+                rate_bps=request.backhaul_down_rate_bps,
+                time_scale=request.time_scale,
+                link_loss=request.link_loss,
             ),
             timeout=_within(timeout_s, context),
         )
@@ -177,6 +197,13 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         try:
             upload = receive_upload(request_iterator, self.shapes, self.total_steps)
             header = upload.header
+            check_paced_in_time(
+                "downlink_rate_bps",
+                header.output_bytes,
+                header.downlink_rate_bps,
+                header.time_scale,
+                context.time_remaining(),
+            )
             future = self.cache.submit(header.model, upload, header.steps, upload.completed_s)
             if future is None:
                 result, image = self._forward(upload, context)
@@ -185,7 +212,14 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                 result, image = result_header(header, generation, "edge"), generation.image
         except Refusal as refusal:
             context.abort(refusal.code, refusal.message)
-        yield from reply_messages(result, image, header.downlink_rate_bps, header.time_scale)
+        yield from reply_messages(
+            result,
+            image,
+            header.downlink_rate_bps,
+            header.time_scale,
+            header.link_loss,
+            seed=header.noise_seed + 1,  # a loss draw of its own, apart from the upload's
+        )
 
     def _forward(
         self, upload: Upload, context: grpc.ServicerContext
@@ -193,6 +227,17 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         """Serve ``upload`` at the cloud: upload paced at R_bc, reply paced by the cloud at
         R_cb; returns the cloud's result header with the backhaul times measured here."""
         header = upload.header
+        for field_name, nbytes in (
+            ("backhaul_up_rate_bps", header.input_bytes),
+            ("backhaul_down_rate_bps", header.output_bytes),
+        ):
+            check_paced_in_time(
+                field_name,
+                nbytes,
+                getattr(header, field_name),
+                header.time_scale,
+                context.time_remaining(),
+            )
         up = PacedTransfer()
         links_s = (
             8 * header.input_bytes / header.backhaul_up_rate_bps
@@ -241,6 +286,7 @@ def serve(
     device: str | None = None,
     threads: int | None = None,
     cache_dir: Path | None = None,
+    security: Security | None = None,
 ) -> NodeServer:
     """Start the edge node for ``config``'s catalogue on ``listen`` (loopback, any free port
     by default), filling its cache from the cloud at ``cloud`` (``host:port``): RePaint on
@@ -252,7 +298,12 @@ def serve(
     image shape and weight size from the zoo registry), a ``cache_dir`` inside the zoo, and a
     bad device or thread count. ``NodeServer.stop`` also stops the worker, closes the channel
     to the cloud and removes a temporary cache folder.
+
+    ``security`` secures both ends (`testbed.proto.security`): the edge's server (TLS, the
+    token checked on every call; a non-loopback ``listen`` needs both) and its channel to the
+    cloud (the CA that verifies the cloud, the token it sends).
     """
+    check_listen(listen, security)
     catalogue = build_catalogue(config.catalogue)
     model_dirs = zoo_model_dirs(catalogue.names)
     shapes = {name: image_shape(folder) for name, folder in model_dirs.items()}
@@ -269,12 +320,15 @@ def serve(
         cache_dir.mkdir(parents=True, exist_ok=True)
         worker = InferenceWorker(executor)
         owned.callback(worker.close)
-        servicer = EdgeServicer(config, ModelCache(cache_dir, worker), shapes, weights_bytes, cloud)
+        servicer = EdgeServicer(
+            config, ModelCache(cache_dir, worker), shapes, weights_bytes, cloud, security
+        )
         owned.callback(servicer.close)
         node = make_server(
             [lambda server: edge_pb2_grpc.add_EdgeServicer_to_server(servicer, server)],
             [SERVICE_NAME],
             listen,
+            security=security,
         )
         node.on_stop.append(owned.pop_all().close)
     return node

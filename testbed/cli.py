@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -40,6 +41,12 @@ from testbed.core.outputs import atomic_write_text, check_out_dir, check_out_fil
 from testbed.interrupts import Interrupted, raise_interrupted
 from testbed.logs import LOG_LEVELS, configure_logging
 from testbed.policies import LEARNED, POLICIES
+from testbed.proto.security import (
+    add_security_flags,
+    child_security,
+    redacted_argv,
+    security_from_args,
+)
 from testbed.provenance import run_metadata
 
 log = logging.getLogger("testbed")
@@ -406,12 +413,62 @@ def _check_zoo_catalogue(config: ScenarioConfig) -> None:
         )
 
 
+RUN_OPTIONS = (
+    "policy",
+    "checkpoint",
+    "episodes",
+    "time_scale",
+    "request_timeout",
+    "gallery",
+    "device",
+    "threads",
+    "inject",
+    "restart_nodes",
+    "edge",
+    "users_node",
+)
+"""What `testbed run` stores in the run folder's live.json, for `--resume`."""
+
+
+def _resume_live(args: argparse.Namespace) -> tuple[Path, int]:
+    """Take a killed run's stored options; returns its folder and first unfinished slot.
+
+    A slot is finished once its trace part and its metrics row are both on disk; a part
+    written without its row (the controller died between the two) is dropped and served
+    again: at most the slot in flight is lost.
+    """
+    import pandas as pd
+
+    from testbed.traces import trace_parts
+
+    out = Path(args.resume)
+    if not (out / "live.json").is_file() or not (out / "config.toml").is_file():
+        raise UsageError(
+            f"--resume {out}: not a run folder of `testbed run` (expected live.json, config.toml)"
+        )
+    stored = json.loads((out / "live.json").read_text())
+    for name in RUN_OPTIONS:
+        setattr(args, name, stored[name])
+    args.config, args.set, args.seed, args.users = str(out / "config.toml"), [], None, None
+    args.frames = args.slots = None
+    parts = trace_parts(out / "trace.parquet")
+    metrics = out / "metrics.csv"
+    rows = len(pd.read_csv(metrics)) if metrics.is_file() and metrics.stat().st_size else 0
+    finished = min(len(parts), rows)
+    for part in parts[finished:]:
+        part.unlink()
+    return out, finished
+
+
 def _run(args: argparse.Namespace) -> int:
-    from testbed.live import run_live, start_node, stop_nodes
+    from testbed.live import NodeSupervisor, run_live
     from testbed.policies import make_policies
-    from testbed.report import summarise_live, write_report
+    from testbed.report import loop_overhead, summarise_live, write_report
     from testbed.traces import LIVE_TRACE_SCHEMA, read_trace
 
+    resume_from = 0
+    if args.resume:
+        out, resume_from = _resume_live(args)
     config = _live_scenario(args)
     _reject_training_sets(args)
     _check_zoo_catalogue(config)
@@ -424,51 +481,45 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--edge and --users-node go together (nodes started elsewhere)")
     if args.policy in LEARNED and not args.checkpoint:
         raise UsageError(f"--policy {args.policy} needs --checkpoint RUN_DIR")
+    faults = parse_faults(args.inject)
+    security = security_from_args(args)
+    if args.edge and (faults.edge_kill_slot is not None or faults.cloud_kill_slot is not None):
+        raise UsageError("--inject edge-kill/cloud-kill needs the nodes `testbed run` starts")
+    if args.edge and args.restart_nodes:
+        raise UsageError("--restart-nodes needs the nodes `testbed run` starts (no --edge)")
     catalogue = build_catalogue(config.catalogue)
     caching, allocation = make_policies(args.policy, config, catalogue, args.checkpoint)
-    out = check_out_dir(
-        args.out or f"runs/run__{args.policy}__seed{config.seed}__{int(time.time())}",
-        overwrite=args.overwrite,
-    )
-    claim_out_dir(out, args.overwrite)
-    save_config(config, out / "config.toml")
-    (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    if not args.resume:
+        out = check_out_dir(
+            args.out or f"runs/run__{args.policy}__seed{config.seed}__{int(time.time())}",
+            overwrite=args.overwrite,
+            resumable=True,
+        )
+        claim_out_dir(out, args.overwrite)
+        save_config(config, out / "config.toml")
+        metadata = run_metadata(redacted_argv(sys.argv))
+        (out / "run.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        options = {name: getattr(args, name) for name in RUN_OPTIONS}
+        atomic_write_text(out / "live.json", json.dumps(options, indent=2) + "\n")
     args.kept = lambda: f"every finished slot is in {out / 'trace.parquet'}; the nodes stopped"
-    nodes = []
+    supervisor = None
     try:
         if args.edge:
             edge_address, users_address = args.edge, args.users_node
         else:
-            logs = out / "nodes"
-            logs.mkdir()
-            common = ["--config", str(out / "config.toml")]
-            device = ["--device", args.device] if args.device else []
-            threads = ["--threads", str(args.threads or 1)]  # 2 cores: one torch thread each
-            nodes.append(
-                start_node(
-                    ["cloud-node", *common, *device, *threads],
-                    "cloud",
-                    logs / "cloud.log",
-                    args.start_timeout,
-                )
+            flags, env = child_security(args)
+            supervisor = NodeSupervisor(
+                out / "nodes",
+                out / "config.toml",
+                device=args.device,
+                threads=args.threads or 1,  # 2 cores: one torch thread per node
+                timeout_s=args.start_timeout,
+                security_flags=flags,
+                security_env=env,
+                security=security,
             )
-            nodes.append(
-                start_node(
-                    ["edge-node", *common, *device, *threads, "--cloud", nodes[0].address],
-                    "edge",
-                    logs / "edge.log",
-                    args.start_timeout,
-                )
-            )
-            nodes.append(
-                start_node(
-                    ["ue-emulator", *common, "--edge", nodes[1].address],
-                    "users",
-                    logs / "users.log",
-                    args.start_timeout,
-                )
-            )
-            edge_address, users_address = nodes[1].address, nodes[2].address
+            supervisor.start()
+            edge_address, users_address = supervisor.address("edge"), supervisor.address("users")
         info = run_live(
             config,
             catalogue,
@@ -482,9 +533,15 @@ def _run(args: argparse.Namespace) -> int:
             request_timeout_s=args.request_timeout,
             gallery_users=args.gallery,
             progress=not args.quiet,
+            faults=faults,
+            supervisor=supervisor,
+            restart_nodes=args.restart_nodes,
+            resume_from=resume_from,
+            security=security,
         )
     finally:
-        stop_nodes(nodes)
+        if supervisor is not None:
+            supervisor.stop()
     trace = read_trace(out / "trace.parquet", LIVE_TRACE_SCHEMA)
     net = config.network
     summary = {
@@ -496,11 +553,20 @@ def _run(args: argparse.Namespace) -> int:
         ),
     }
     summary["refit"] = _refit_comparison(config, summary)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
     import pandas as pd
 
-    write_report(out, summary, trace, pd.read_csv(out / "metrics.csv"))
+    slots = pd.read_csv(out / "metrics.csv")
+    summary["loop_overhead"] = loop_overhead(trace, slots, args.time_scale)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    write_report(out, summary, trace, slots)
     sim, meas = summary["simulated"], summary["measured"]
+    if summary["ended_early"]:
+        print(
+            f"testbed: the run ended early: {summary['ended_early']}; the "
+            f"{summary['slots']} finished slots are kept in {out}",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"{args.policy} live: measured utility {meas['utility']:.3f} (simulated "
         f"{sim['utility']:.3f}, MAPE of G {summary['mape_percent']['G']:.1f}%)  hit ratio "
@@ -530,6 +596,33 @@ def _refit_comparison(config: ScenarioConfig, summary: dict) -> dict | None:
     }
 
 
+def parse_faults(items: list[str]):
+    """``--inject`` items: ``edge-kill@SLOT``, ``cloud-kill@SLOT``, ``link-loss=P``."""
+    from testbed.live import Faults
+    from testbed.proto.runtime import MAX_LINK_LOSS
+
+    values: dict[str, float | int] = {}
+    for item in items:
+        kind, at, slot = item.partition("@")
+        if kind in ("edge-kill", "cloud-kill") and at:
+            if not slot.isdigit():
+                raise UsageError(f"--inject {item}: SLOT must be a whole number >= 0")
+            values[f"{kind.split('-')[0]}_kill_slot"] = int(slot)
+            continue
+        name, eq, text = item.partition("=")
+        if name == "link-loss" and eq:
+            try:
+                loss = float(text)
+            except ValueError:
+                loss = math.nan
+            if not 0.0 <= loss <= MAX_LINK_LOSS:
+                raise UsageError(f"--inject {item}: P must be in [0, {MAX_LINK_LOSS}]")
+            values["link_loss"] = loss
+            continue
+        raise UsageError(f"--inject {item!r}: allowed edge-kill@SLOT, cloud-kill@SLOT, link-loss=P")
+    return Faults(**values)
+
+
 def _node_config(args: argparse.Namespace) -> ScenarioConfig:
     config = load_config(args.config) if args.config else load_config(LIVE_SCENARIO)
     _check_zoo_catalogue(config)
@@ -551,6 +644,7 @@ def _edge_node(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         cache_dir=args.cache_dir,
+        security=security_from_args(args),
     )
     serve_until_signalled(node, _announce)
     return 0
@@ -560,7 +654,13 @@ def _cloud_node(args: argparse.Namespace) -> int:
     from cloud_node.server import serve
     from testbed.proto.runtime import serve_until_signalled
 
-    node = serve(_node_config(args), listen=args.listen, device=args.device, threads=args.threads)
+    node = serve(
+        _node_config(args),
+        listen=args.listen,
+        device=args.device,
+        threads=args.threads,
+        security=security_from_args(args),
+    )
     serve_until_signalled(node, _announce)
     return 0
 
@@ -569,7 +669,13 @@ def _ue_emulator(args: argparse.Namespace) -> int:
     from testbed.proto.runtime import serve_until_signalled
     from ue_emulator.server import serve
 
-    node = serve(_node_config(args), listen=args.listen, edge=args.edge)
+    node = serve(
+        _node_config(args),
+        listen=args.listen,
+        edge=args.edge,
+        cloud=args.cloud,
+        security=security_from_args(args),
+    )
     serve_until_signalled(node, _announce)
     return 0
 
@@ -718,7 +824,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start-timeout", type=float, default=120.0, help="seconds per node start")
     run.add_argument("--edge", default=None, help="use a running edge node (HOST:PORT)")
     run.add_argument("--users-node", default=None, help="use a running users' node (HOST:PORT)")
+    run.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        help="edge-kill@SLOT, cloud-kill@SLOT (SIGKILL before that slot of the run) or "
+        "link-loss=P (chunks lost and retransmitted on every paced link); repeatable",
+    )
+    run.add_argument(
+        "--restart-nodes",
+        action="store_true",
+        help="restart a dead edge at the next frame (its cache is refilled then)",
+    )
+    run.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue a run whose controller was killed, from its first unfinished slot, "
+        "with its stored options (other flags are ignored)",
+    )
     run.add_argument("--quiet", action="store_true")
+    add_security_flags(run)
     run.set_defaults(handler=_run)
 
     for name, handler, help_text in (
@@ -736,9 +863,15 @@ def build_parser() -> argparse.ArgumentParser:
             node.add_argument("--cache-dir", type=Path, default=None, help="model cache folder")
         if name == "ue-emulator":
             node.add_argument("--edge", required=True, help="the edge node's HOST:PORT")
+            node.add_argument(
+                "--cloud",
+                default=None,
+                help="the cloud's HOST:PORT, to relay to when the edge dies",
+            )
         else:
             node.add_argument("--device", default=None, help="cuda or cpu")
             node.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        add_security_flags(node)
         node.set_defaults(handler=handler)
 
     cfg = sub.add_parser("config", help="print or write the scenario (defaults: Table 2)")

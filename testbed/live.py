@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,6 +52,7 @@ from testbed.core.system_model import (
 from testbed.driver import FrameSlotDriver
 from testbed.proto import common_pb2, edge_pb2, edge_pb2_grpc, users_pb2, users_pb2_grpc
 from testbed.proto.runtime import DEFAULT_DEADLINE_S, channel, wait_until_serving
+from testbed.proto.security import Security
 from testbed.recorder import ProgressSpec, Recorder
 from testbed.traces import LIVE_TRACE_SCHEMA, TraceWriter, slot_rows
 
@@ -60,10 +63,19 @@ FILL_DEADLINE_S = 600.0
 
 
 class RemoteWorld:
-    """The users' world on the users' node, as a ``FrameSource`` of the driver."""
+    """The users' world on the users' node, as a ``FrameSource`` of the driver. A users'
+    node that stops answering ends the run (:class:`NodeDied`)."""
 
     def __init__(self, users: users_pb2_grpc.UsersStub, deadline_s: float = DEFAULT_DEADLINE_S):
         self.users, self.deadline_s = users, deadline_s
+
+    def _call(self, method: str, request):
+        try:
+            return getattr(self.users, method)(request, timeout=self.deadline_s)
+        except grpc.RpcError as exc:
+            raise NodeDied(
+                f"the users' node stopped answering its {method}: {rpc_error_line(exc)}"
+            ) from exc
 
     def reset(self, seed: int | np.random.SeedSequence) -> None:
         seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
@@ -71,16 +83,14 @@ class RemoteWorld:
             entropy=[int(e) for e in np.atleast_1d(seq.entropy)],
             spawn_key=[int(k) for k in seq.spawn_key],
         )
-        self.users.BeginEpisode(
-            users_pb2.EpisodeRequest(world_seed=message), timeout=self.deadline_s
-        )
+        self._call("BeginEpisode", users_pb2.EpisodeRequest(world_seed=message))
 
     def begin_frame(self) -> FrameState:
-        reply = self.users.BeginFrame(users_pb2.FrameRequest(), timeout=self.deadline_s)
+        reply = self._call("BeginFrame", users_pb2.FrameRequest())
         return FrameState(reply.frame, reply.popularity_index, reply.gamma)
 
     def next_slot(self) -> SlotState:
-        reply = self.users.NextSlot(users_pb2.SlotRequest(), timeout=self.deadline_s)
+        reply = self._call("NextSlot", users_pb2.SlotRequest())
         return SlotState(
             frame=reply.frame,
             slot=reply.slot,
@@ -96,6 +106,36 @@ class RemoteWorld:
         )
 
 
+class NodeDied(RuntimeError):
+    """A node the run cannot go on without (the users' node) stopped answering."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults a researcher injects (``testbed run --inject``)."""
+
+    edge_kill_slot: int | None = None
+    """SIGKILL the edge before this slot (counted over the whole run from 0)."""
+    cloud_kill_slot: int | None = None
+    """SIGKILL the cloud before this slot."""
+    link_loss: float = 0.0
+    """Chunk-loss probability of every paced link (retransmitted, adding measured delay)."""
+
+
+@dataclass
+class LiveState:
+    """What the controller knows of the nodes between slots."""
+
+    edge_down: bool = False
+    """The edge stopped answering: requests are relayed straight to the cloud."""
+    events: list[dict] = field(default_factory=list)
+    """What happened to the nodes, and when (slot counted over the run)."""
+    slots_served: int = 0
+    """Slots of the run played so far (replayed ones of a resumed run included)."""
+    resume_from: int = 0
+    """A resumed run's first unfinished slot: the slots before it are replayed, not served."""
+
+
 @dataclass
 class FrameLog:
     """What the edge did with one frame's cache."""
@@ -108,6 +148,8 @@ class FrameLog:
     fill_bytes: dict[str, int] = field(default_factory=dict)
     trimmed: bool = False
     """The policy's cache broke (11d); the edge holds its greedy trim instead."""
+    failure: str = ""
+    """Why the decision could not be applied (a node down), if it could not."""
 
 
 class LiveCaching:
@@ -124,11 +166,20 @@ class LiveCaching:
         catalogue: ModelCatalogue,
         config: ScenarioConfig,
         time_scale: float,
+        state: LiveState | None = None,
+        edge_health: Callable[[], bool] | None = None,
+        restart_edge: Callable[[], None] | None = None,
+        link_loss: float = 0.0,
     ) -> None:
         self.policy, self.edge, self.catalogue = policy, edge, catalogue
         self.capacity_gb = config.catalogue.cache_capacity_gb
         self.backhaul_down_bps = config.network.backhaul_down_rate_bps
         self.time_scale = time_scale
+        self.state = state if state is not None else LiveState()
+        self.edge_health = edge_health
+        self.restart_edge = restart_edge
+        self.link_loss = link_loss
+        self.slots_per_frame = config.timing.slots_per_frame
         self.name = policy.name
         self.frames: list[FrameLog] = []
 
@@ -141,26 +192,48 @@ class LiveCaching:
         if not cache_fits(wanted, self.catalogue.size_gb, self.capacity_gb):
             order = -np.arange(len(wanted), dtype=float) + np.where(wanted, 1e6, 0.0)
             cache = greedy_cache(order, self.catalogue.size_gb, self.capacity_gb) & wanted
+        if self.state.edge_down and self.restart_edge is not None:
+            self.restart_edge()  # a restarted edge starts empty: this frame refills it
+            self.state.edge_down = False
+            self.state.events.append({"slot": self.state.slots_served, "event": "edge restarted"})
+        if self.state.slots_served + self.slots_per_frame <= self.state.resume_from:
+            return cache  # a frame the interrupted run finished: nothing to apply again
+        log_entry = FrameLog(
+            frame=frame.frame,
+            requested=tuple(self.catalogue.names[m] for m in np.flatnonzero(wanted)),
+            applied=(),
+            trimmed=not np.array_equal(cache, wanted),
+        )
+        self.frames.append(log_entry)
+        if self.state.edge_down:
+            log_entry.failure = "edge down: nothing cached, every request relayed to the cloud"
+            return np.zeros_like(cache)
         names = [self.catalogue.names[m] for m in np.flatnonzero(cache)]
-        report = self.edge.ApplyCache(
-            edge_pb2.CacheRequest(
-                frame=frame.frame,
-                models=names,
-                backhaul_down_rate_bps=self.backhaul_down_bps,
-                time_scale=self.time_scale,
-            ),
-            timeout=FILL_DEADLINE_S,
-        )
-        self.frames.append(
-            FrameLog(
-                frame=frame.frame,
-                requested=tuple(self.catalogue.names[m] for m in np.flatnonzero(wanted)),
-                applied=tuple(report.cached),
-                fills={f.model: f.fill_s for f in report.fills},
-                fill_bytes={f.model: int(f.bytes) for f in report.fills},
-                trimmed=not np.array_equal(cache, wanted),
+        try:
+            report = self.edge.ApplyCache(
+                edge_pb2.CacheRequest(
+                    frame=frame.frame,
+                    models=names,
+                    backhaul_down_rate_bps=self.backhaul_down_bps,
+                    time_scale=self.time_scale,
+                    link_loss=self.link_loss,
+                ),
+                timeout=FILL_DEADLINE_S,
             )
-        )
+        except grpc.RpcError as exc:
+            log_entry.failure = rpc_error_line(exc)
+            if self.edge_health is not None and not self.edge_health():
+                self.state.edge_down = True
+                self.state.events.append(
+                    {"slot": self.state.slots_served, "event": f"edge down ({log_entry.failure})"}
+                )
+                return np.zeros_like(cache)
+            # the edge answers but its fills failed (the cloud is down): it holds what it
+            # could; the requests for the rest reach the cloud and fail with their status
+            return cache
+        log_entry.applied = tuple(report.cached)
+        log_entry.fills = {f.model: f.fill_s for f in report.fills}
+        log_entry.fill_bytes = {f.model: int(f.bytes) for f in report.fills}
         return cache
 
 
@@ -195,8 +268,16 @@ class LiveExecutor:
         time_scale: float = 1.0,
         request_timeout_s: float = 120.0,
         gallery_users: int = 0,
+        state: LiveState | None = None,
+        faults: Faults | None = None,
+        before_slot: Callable[[int], None] | None = None,
+        edge_health: Callable[[], bool] | None = None,
     ) -> None:
         self.users, self.config, self.catalogue = users, config, catalogue
+        self.state = state if state is not None else LiveState()
+        self.faults = faults or Faults()
+        self.before_slot = before_slot
+        self.edge_health = edge_health
         self.radio = RadioParams.from_config(config)
         self.time_scale = time_scale
         self.request_timeout_s = request_timeout_s
@@ -232,6 +313,8 @@ class LiveExecutor:
             time_scale=self.time_scale,
             gallery_users=self.gallery_users,
             request_timeout_s=self.request_timeout_s,
+            relay_to_cloud=self.state.edge_down,
+            link_loss=self.faults.link_loss,
         )
 
     def execute(
@@ -246,15 +329,42 @@ class LiveExecutor:
         simulated = score_slot(
             self.radio, self.catalogue, slot, cache, bandwidth_share, executed_share
         )
+        index = self.state.slots_served
+        if index < self.state.resume_from:
+            # a slot the interrupted run finished: the world and the policies replay it
+            # (their draws stay in step), the nodes do not serve it again
+            self.last = None
+            self.state.slots_served += 1
+            return simulated
+        if self.before_slot is not None:
+            self.before_slot(index)  # injected faults strike before the slot
         message = self.allocation_message(slot, simulated, steps)
         start = time.perf_counter()
-        report = self.users.ServeSlot(message, timeout=self.request_timeout_s + 30.0)
+        try:
+            report = self.users.ServeSlot(message, timeout=self.request_timeout_s + 30.0)
+        except grpc.RpcError as exc:
+            raise NodeDied(
+                f"the users' node stopped answering at episode {self.episode}, frame "
+                f"{slot.frame}, slot {slot.slot} (slot {index} of the run): {rpc_error_line(exc)}"
+            ) from exc
         wall_s = time.perf_counter() - start
         measured, details = self._measured(slot, simulated, steps, report)
+        self._watch_edge(details["failure"], index)
+        self.state.slots_served += 1
         self.last = LiveSlot(
             steps=steps, simulated=simulated, measured=measured, wall_s=wall_s, **details
         )
         return measured
+
+    def _watch_edge(self, failures: tuple[str, ...], index: int) -> None:
+        """After requests failed as unreachable, ask the edge's health: if it does not
+        answer, the next slots are relayed straight to the cloud."""
+        unreachable = any(f.startswith(("UNAVAILABLE", "DEADLINE_EXCEEDED")) for f in failures)
+        if self.state.edge_down or not unreachable or self.edge_health is None:
+            return
+        if not self.edge_health():
+            self.state.edge_down = True
+            self.state.events.append({"slot": index, "event": "edge down: relaying to the cloud"})
 
     def _measured(
         self,
@@ -325,25 +435,70 @@ class EpisodeTracker(Hooks):
         self.executor.episode = episode
 
 
+def _die_with_parent() -> None:
+    """In a node's process, before it runs: receive SIGTERM when the controller dies, even by
+    SIGKILL (Linux ``PR_SET_PDEATHSIG``), so that no node outlives its run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the nodes stop with the controller's SIGTERM/Ctrl-C only
+
+
 @dataclass
 class NodeProcess:
     """One node started by ``testbed run`` as its own process."""
 
     name: str
+    command: tuple[str, ...]
+    log_path: Path
     process: subprocess.Popen
     address: str
+    rss_start_mb: float = math.nan
 
 
-def start_node(command: Sequence[str], name: str, log_path: Path, timeout_s: float) -> NodeProcess:
-    """Start ``python -m testbed.cli <command>`` listening on a free loopback port; returns
-    once the node has printed its address (its stderr goes to ``log_path``)."""
-    log_file = open(log_path, "w")
+def rss_mb(pid: int) -> float:
+    """A process's resident memory (VmRSS, MB = 10^6 bytes); NaN once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return math.nan
+
+
+def start_node(
+    command: Sequence[str],
+    name: str,
+    log_path: Path,
+    timeout_s: float,
+    listen: str = "127.0.0.1:0",
+    env: dict[str, str] | None = None,
+    security: Security | None = None,
+) -> NodeProcess:
+    """Start ``python -m testbed.cli <command> --listen <listen>``; returns once the node
+    has printed its address and answers SERVING (its stderr goes to ``log_path``)."""
+    log_file = open(log_path, "a")
     process = subprocess.Popen(
-        [sys.executable, "-m", "testbed.cli", "--log-level", "warning", *command],
+        [
+            sys.executable,
+            "-m",
+            "testbed.cli",
+            "--log-level",
+            "warning",
+            *command,
+            "--listen",
+            listen,
+        ],
         stdout=subprocess.PIPE,
         stderr=log_file,
         text=True,
+        preexec_fn=_die_with_parent,
+        env={**os.environ, **(env or {})},  # the token travels here, never on a command line
     )
+    log_file.close()  # the child holds its own descriptor
     deadline = time.monotonic() + timeout_s
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -351,26 +506,103 @@ def start_node(command: Sequence[str], name: str, log_path: Path, timeout_s: flo
         process.kill()
         raise RuntimeError(f"the {name} node did not start; see {log_path}")
     address = line.removeprefix("listening on ").strip()
-    wait_until_serving(address, timeout_s=max(1.0, deadline - time.monotonic()))
-    return NodeProcess(name, process, address)
+    wait_until_serving(address, timeout_s=max(1.0, deadline - time.monotonic()), security=security)
+    node = NodeProcess(name, tuple(command), log_path, process, address)
+    node.rss_start_mb = rss_mb(process.pid)
+    return node
 
 
-def stop_nodes(nodes: Sequence[NodeProcess], grace_s: float = 10.0) -> None:
-    """SIGTERM every node (each reports NOT_SERVING and stops gracefully), then reap them."""
-    for node in nodes:
+class NodeSupervisor:
+    """The three nodes of a run as processes on loopback: started, killed on request (fault
+    injection), restarted on their own address, measured (resident memory) and stopped."""
+
+    def __init__(
+        self,
+        logs: Path,
+        config_path: Path,
+        device: str | None = None,
+        threads: int = 1,
+        timeout_s: float = 120.0,
+        security_flags: Sequence[str] = (),
+        security_env: dict[str, str] | None = None,
+        security: Security | None = None,
+    ) -> None:
+        self.logs, self.timeout_s = logs, timeout_s
+        self.security, self.security_env = security, security_env or {}
+        common = ["--config", str(config_path), *security_flags]
+        self.engine = [*(["--device", device] if device else []), "--threads", str(threads)]
+        self.common = common
+        self.nodes: dict[str, NodeProcess] = {}
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._start("cloud", ["cloud-node", *self.common, *self.engine])
+        cloud = self.nodes["cloud"].address
+        self._start("edge", ["edge-node", *self.common, *self.engine, "--cloud", cloud])
+        edge = self.nodes["edge"].address
+        self._start("users", ["ue-emulator", *self.common, "--edge", edge, "--cloud", cloud])
+
+    def _start(self, name: str, command: list[str], listen: str = "127.0.0.1:0") -> None:
+        self.nodes[name] = start_node(
+            command,
+            name,
+            self.logs / f"{name}.log",
+            self.timeout_s,
+            listen,
+            self.security_env,
+            self.security,
+        )
+
+    def address(self, name: str) -> str:
+        return self.nodes[name].address
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a node (fault injection): no graceful stop, calls in flight break."""
+        node = self.nodes[name]
+        node.process.kill()
+        node.process.wait()
+
+    def restart(self, name: str) -> None:
+        """Start a dead node again on its own address, and wait for its health check."""
+        node = self.nodes[name]
         if node.process.poll() is None:
-            node.process.terminate()
-    for node in nodes:
-        try:
-            node.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
             node.process.kill()
             node.process.wait()
+        self._start(name, list(node.command), listen=node.address)
+
+    def memory_mb(self) -> dict[str, dict[str, float]]:
+        """Each node's resident memory when it started and now."""
+        return {
+            name: {"start_mb": node.rss_start_mb, "now_mb": rss_mb(node.process.pid)}
+            for name, node in self.nodes.items()
+        }
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every node (each reports NOT_SERVING and stops gracefully), then reap."""
+        for node in self.nodes.values():
+            if node.process.poll() is None:
+                node.process.terminate()
+        for node in self.nodes.values():
+            try:
+                node.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
 
 
-def stubs(users_address: str, edge_address: str):
+def serving(address: str, timeout_s: float = 3.0, security: Security | None = None) -> bool:
+    """Whether the node at ``address`` answers its health check SERVING within ``timeout_s``."""
+    try:
+        wait_until_serving(address, timeout_s=timeout_s, security=security)
+    except TimeoutError:
+        return False
+    return True
+
+
+def stubs(users_address: str, edge_address: str, security: Security | None = None):
     """Channels and stubs of the users' node and the edge."""
-    users_channel, edge_channel = channel(users_address), channel(edge_address)
+    users_channel = channel(users_address, security)
+    edge_channel = channel(edge_address, security)
     return (
         (users_channel, edge_channel),
         users_pb2_grpc.UsersStub(users_channel),
@@ -428,10 +660,12 @@ class LiveRecorder(Hooks):
         self.simulated, self.measured = SlotMetrics(), SlotMetrics()
         self.slots = 0
         self.gallery: list[dict[str, object]] = []
+        self._last_end: float | None = None
 
     def on_slot(self, step: SlotStep) -> None:
         live = self.executor.last
-        assert live is not None
+        if live is None:
+            return  # a replayed slot of a resumed run: already in the trace
         self.writer.add(live_rows(step, live, self.catalogue))
         self.writer.flush()  # slot by slot: a stopped run keeps every finished slot
         self.simulated.add_slot(live.simulated, step.decision_s)
@@ -448,6 +682,7 @@ class LiveRecorder(Hooks):
                 "measured_violation_rate": float(live.measured.violation.mean()),
                 "failures": sum(bool(f) for f in live.failure),
                 "slot_wall_s": live.wall_s,
+                "loop_wall_s": self._loop_wall_s(),
                 "decision_ms": 1e3 * step.decision_s,
             }
         )
@@ -456,6 +691,19 @@ class LiveRecorder(Hooks):
             for user, images in enumerate(live.gallery):
                 self._keep_gallery(step, live, user, images)
         self.slots += 1
+
+    def _loop_wall_s(self) -> float:
+        """Wall seconds since the previous slot ended (the controller's work included);
+        NaN for a frame's first slot, whose cache decision and fills come first."""
+        now = time.perf_counter()
+        wall = now - self._last_end if self._last_end is not None else math.nan
+        self._last_end = now
+        return wall
+
+    def on_frame_end(self, step: FrameStep) -> None:
+        self._last_end = None  # the next frame starts with its cache decision
+        self.simulated.add_frame(step.reward, step.cache_fits, step.caching_s)
+        self.measured.add_frame(step.reward, step.cache_fits, step.caching_s)
 
     def _keep_gallery(self, step: SlotStep, live: LiveSlot, user: int, images) -> None:
         assert self.gallery_dir is not None
@@ -472,10 +720,6 @@ class LiveRecorder(Hooks):
             (self.gallery_dir / f"{stem}_{kind}.png").write_bytes(data)
         self.gallery.append(entry)
 
-    def on_frame_end(self, step: FrameStep) -> None:
-        self.simulated.add_frame(step.reward, step.cache_fits, step.caching_s)
-        self.measured.add_frame(step.reward, step.cache_fits, step.caching_s)
-
 
 SLOT_COLUMNS = (
     "slot",
@@ -488,6 +732,7 @@ SLOT_COLUMNS = (
     "measured_violation_rate",
     "failures",
     "slot_wall_s",
+    "loop_wall_s",
     "decision_ms",
 )
 
@@ -506,13 +751,52 @@ def run_live(
     gallery_users: int = 2,
     progress: bool = False,
     hooks: Sequence[Hooks] = (),
+    faults: Faults | None = None,
+    supervisor: NodeSupervisor | None = None,
+    restart_nodes: bool = False,
+    resume_from: int = 0,
+    security: Security | None = None,
 ) -> dict[str, object]:
     """Play ``episodes`` live episodes against running nodes; write the trace, metrics and
     gallery into ``out``; returns what the run did (wall time, slots, the frames' cache
     fills, the gallery). ``hooks`` see the loop too (e.g. a benchmark's clock)."""
-    channels, users, edge = stubs(users_address, edge_address)
-    executor = LiveExecutor(users, config, catalogue, time_scale, request_timeout_s, gallery_users)
-    live_caching = LiveCaching(caching, edge, catalogue, config, time_scale)
+    faults = faults or Faults()
+    channels, users, edge = stubs(users_address, edge_address, security)
+    state = LiveState(resume_from=resume_from)
+
+    def inject(index: int) -> None:
+        for name, at in (("edge", faults.edge_kill_slot), ("cloud", faults.cloud_kill_slot)):
+            if at == index and supervisor is not None:
+                supervisor.kill(name)
+                state.events.append({"slot": index, "event": f"{name} killed (injected)"})
+
+    def restart_edge() -> None:
+        assert supervisor is not None
+        supervisor.restart("edge")
+
+    executor = LiveExecutor(
+        users,
+        config,
+        catalogue,
+        time_scale,
+        request_timeout_s,
+        gallery_users,
+        state=state,
+        faults=faults,
+        before_slot=inject,
+        edge_health=lambda: serving(edge_address, security=security),
+    )
+    live_caching = LiveCaching(
+        caching,
+        edge,
+        catalogue,
+        config,
+        time_scale,
+        state=state,
+        edge_health=lambda: serving(edge_address, security=security),
+        restart_edge=restart_edge if restart_nodes and supervisor is not None else None,
+        link_loss=faults.link_loss,
+    )
     driver = FrameSlotDriver(
         RemoteWorld(users),
         executor,
@@ -524,21 +808,25 @@ def run_live(
     )
     gallery_dir = out / "gallery"
     gallery_dir.mkdir(parents=True, exist_ok=True)
-    writer = TraceWriter(out / "trace.parquet", schema=LIVE_TRACE_SCHEMA)
+    writer = TraceWriter(out / "trace.parquet", schema=LIVE_TRACE_SCHEMA, first_part=resume_from)
     total = episodes * config.timing.num_frames * config.timing.slots_per_frame
     recorder = Recorder(
         out,
         SLOT_COLUMNS,
         tensorboard=False,
+        resume_step=resume_from if resume_from else None,
         progress=ProgressSpec(
             total=total,
+            initial=resume_from,
             unit="slot",
             postfix={"measured": "{measured_utility:.2f}", "simulated": "{simulated_utility:.2f}"},
             enabled=progress,
         ),
     )
     hook = LiveRecorder(executor, writer, recorder, catalogue, gallery_dir)
+    hook.slots = resume_from  # the finished slots an interrupted run left
     start = time.perf_counter()
+    ended_early = ""
     try:
         driver.play_evaluation(
             episodes,
@@ -547,6 +835,9 @@ def run_live(
             config.seed,
             hooks=(EpisodeTracker(executor), hook, *hooks),
         )
+    except NodeDied as exc:  # the run ends cleanly: every finished slot is kept
+        ended_early = str(exc)
+        state.events.append({"slot": state.slots_served, "event": ended_early})
     finally:
         recorder.close()
         writer.close()
@@ -559,4 +850,8 @@ def run_live(
         "gallery": hook.gallery,
         "caching_policy": caching.name,
         "allocation_policy": allocation.name,
+        "events": state.events,
+        "ended_early": ended_early,
+        "faults": asdict(faults),
+        "node_memory": supervisor.memory_mb() if supervisor is not None else {},
     }

@@ -68,6 +68,31 @@ def gap_breakdown(trace: pd.DataFrame, alpha: float, up_bps: float, down_bps: fl
     return out
 
 
+def loop_overhead(trace: pd.DataFrame, slots: pd.DataFrame, time_scale: float) -> dict:
+    """The loop's own share of each slot's wall time: the slot's wall time (since the
+    previous slot ended) minus its critical path (the slowest served user's measured delay,
+    links in wall seconds), over the slot's wall time; frames' first slots (cache fills
+    first) are left out."""
+    served = trace[trace["failure"] == ""]
+    wall_delay = (served["measured_D_up_s"] + served["measured_D_dw_s"]) / time_scale + served[
+        "measured_D_gt_s"
+    ]
+    critical = wall_delay.groupby([served["episode"], served["frame"], served["slot"]]).max()
+    shares = []
+    for (episode, frame, slot), path in critical.items():
+        row = slots[(slots["episode"] == episode) & (slots["frame"] == frame)]
+        if slot < len(row) and pd.notna(row["loop_wall_s"].iloc[slot]):
+            wall = float(row["loop_wall_s"].iloc[slot])
+            shares.append((wall - path) / wall)
+    if not shares:
+        return {"median_share": math.nan, "max_share": math.nan, "slots": 0}
+    return {
+        "median_share": float(pd.Series(shares).median()),
+        "max_share": float(max(shares)),
+        "slots": len(shares),
+    }
+
+
 def summarise_live(trace: pd.DataFrame, alpha: float, up_bps: float, down_bps: float) -> dict:
     """Simulated and measured metrics of a live trace, the MAPEs and the gap breakdown."""
     served = trace[trace["failure"] == ""]
@@ -233,6 +258,20 @@ def write_report(out: Path, summary: dict, trace: pd.DataFrame, slots: pd.DataFr
         "![gap breakdown](gap_breakdown.png)",
         "",
     ]
+    if summary.get("events") or any(summary.get("faults", {}).values()):
+        faults = summary.get("faults", {})
+        injected = ", ".join(f"{k} = {v}" for k, v in faults.items() if v) or "none"
+        lines += [f"Faults injected: {injected}. What happened to the nodes:", ""]
+        lines += ["| slot | event |", "|---|---|"]
+        lines += [f"| {e['slot']} | {e['event']} |" for e in summary.get("events", [])]
+        served = {kind: int((trace["served_by"] == kind).sum()) for kind in ("edge", "cloud")}
+        lines += [
+            "",
+            f"User-slots served at the edge {served['edge']}, at the cloud {served['cloud']}, "
+            f"failed {summary['failed_user_slots']} (their status is in the trace's "
+            "`failure` column).",
+            "",
+        ]
     if summary.get("refit"):
         refit = summary["refit"]
         keys = ("G", "D_up", "D_dw", "D_gt", "D_tl", "TV")

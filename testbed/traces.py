@@ -130,15 +130,20 @@ class TraceWriter:
     """Appends slot rows to a trace folder (or only to memory when ``path`` is None)."""
 
     def __init__(
-        self, path: str | Path | None, flush_rows: int = 50_000, schema: pa.Schema = TRACE_SCHEMA
+        self,
+        path: str | Path | None,
+        flush_rows: int = 50_000,
+        schema: pa.Schema = TRACE_SCHEMA,
+        first_part: int = 0,
     ) -> None:
+        """``first_part`` > 0 continues a trace whose first parts are kept (a resumed run)."""
         self.path = Path(path) if path is not None else None
         self.schema = schema
         self.flush_rows = flush_rows
         self._pending_rows = 0
         self._pending: list[dict[str, np.ndarray]] = []
         self._tables: list[pa.Table] = []
-        self.parts = 0
+        self.parts = first_part
         self.rows_written = 0
 
     def add(self, rows: dict[str, np.ndarray]) -> None:
@@ -184,6 +189,11 @@ class TraceWriter:
         if self.path is None:
             return pa.concat_tables(self._tables or [self.schema.empty_table()]).to_pandas()
         return read_trace(self.path, self.schema)
+
+
+def trace_parts(path: str | Path) -> list[Path]:
+    """The finished parts of a trace folder, in order (a part in writing is hidden)."""
+    return sorted(Path(path).glob("part-*.parquet"))
 
 
 def read_trace(path: str | Path, schema: pa.Schema = TRACE_SCHEMA) -> pd.DataFrame:

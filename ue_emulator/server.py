@@ -68,17 +68,21 @@ import numpy as np
 from testbed.core.config import ConfigError, ModelCatalogue, ScenarioConfig, build_catalogue
 from testbed.core.records import SlotState
 from testbed.core.seeding import request_seed
-from testbed.proto import common_pb2, edge_pb2_grpc, users_pb2, users_pb2_grpc
+from testbed.proto import cloud_pb2_grpc, common_pb2, edge_pb2_grpc, users_pb2, users_pb2_grpc
 from testbed.proto.runtime import (
     LOOPBACK,
     MAX_TRANSFER_BYTES,
     NodeServer,
+    Pacer,
     channel,
+    chunks,
     make_server,
 )
+from testbed.proto.security import Security, check_listen
 from testbed.proto.streams import (
     PacedTransfer,
     Refusal,
+    check_link_loss,
     check_positive,
     image_bytes,
     mask_bytes,
@@ -97,6 +101,10 @@ DEFAULT_EDGE_ADDRESS = f"{LOOPBACK}:50051"
 """Where the edge listens unless told otherwise (gRPC's customary port)."""
 NO_BANDWIDTH = "NO_BANDWIDTH"
 BAD_REPLY = "BAD_REPLY"
+MAX_SEED_WORDS = 64
+"""Most entropy words, and most spawn-key words, of a world seed (a seed is a few words:
+``episode_seed`` gives one of each). Longer ones are refused: hashing a seed as long as a
+message allows (a million words) holds the world for seconds."""
 
 
 class BadReply(Exception):
@@ -104,7 +112,8 @@ class BadReply(Exception):
 
 
 def world_seed_from_message(message: common_pb2.Seed) -> np.random.SeedSequence:
-    """The world seed of an EpisodeRequest; :class:`Refusal` naming ``world_seed`` if empty.
+    """The world seed of an EpisodeRequest; :class:`Refusal` naming ``world_seed`` if empty
+    or longer than :data:`MAX_SEED_WORDS`.
 
     Entropy words are uint64 and spawn keys uint32 on the wire, so every value fits numpy's
     ``SeedSequence``; ``[s, e]`` reproduces ``testbed.core.seeding.episode_seed(s, e)``.
@@ -114,6 +123,12 @@ def world_seed_from_message(message: common_pb2.Seed) -> np.random.SeedSequence:
             grpc.StatusCode.INVALID_ARGUMENT,
             "world_seed.entropy is empty: a SeedSequence needs at least one word",
         )
+    for name, words in (("entropy", message.entropy), ("spawn_key", message.spawn_key)):
+        if len(words) > MAX_SEED_WORDS:
+            raise Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"world_seed.{name}: {len(words)} words, allowed at most {MAX_SEED_WORDS}",
+            )
     return np.random.SeedSequence(list(message.entropy), spawn_key=tuple(message.spawn_key))
 
 
@@ -192,6 +207,7 @@ def check_allocation(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"{field}.{name} = {size}: over the limit of {MAX_TRANSFER_BYTES} bytes",
                 )
+    check_link_loss("link_loss", allocation.link_loss)
     total = sum(wanted.steps for wanted in allocation.users)
     if total > total_steps:
         raise Refusal(invalid, f"users[*].steps: {total} in all, over L = {total_steps}")
@@ -225,7 +241,13 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
     ``edge_address`` (``host:port``) is the edge every user uploads to.
     """
 
-    def __init__(self, config: ScenarioConfig, edge_address: str) -> None:
+    def __init__(
+        self,
+        config: ScenarioConfig,
+        edge_address: str,
+        cloud_address: str | None = None,
+        security: Security | None = None,
+    ) -> None:
         self.catalogue = build_catalogue(config.catalogue)
         unknown = [name for name in self.catalogue.names if name not in SOURCE_LOADERS]
         if unknown:
@@ -237,8 +259,11 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         self.total_steps = config.catalogue.total_steps
         self.world = World(config)
         self.edge_address = edge_address
-        self._channel = channel(edge_address)
+        self._channel = channel(edge_address, security)
         self._edge = edge_pb2_grpc.EdgeStub(self._channel)
+        # the relay of an edge that is down (relay_to_cloud): the base station to the cloud
+        self._cloud_channel = channel(cloud_address, security) if cloud_address else None
+        self._cloud = cloud_pb2_grpc.CloudStub(self._cloud_channel) if self._cloud_channel else None
         # One lock orders the world's calls and the claim of a slot: ServeSlot serves outside
         # it, from a snapshot, so the next NextSlot never waits for a slot's traffic.
         self._lock = threading.Lock()
@@ -257,8 +282,10 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         png_bytes(request.ground_truth)
 
     def close(self) -> None:
-        """Close the channel to the edge."""
+        """Close the channels to the edge and the cloud."""
         self._channel.close()
+        if self._cloud_channel is not None:
+            self._cloud_channel.close()
 
     def BeginEpisode(
         self, request: users_pb2.EpisodeRequest, context: grpc.ServicerContext
@@ -423,7 +450,10 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
             backhaul_up_rate_bps=request.backhaul_up_rate_bps,
             backhaul_down_rate_bps=request.backhaul_down_rate_bps,
             time_scale=request.time_scale,
+            link_loss=request.link_loss,
         )
+        if request.relay_to_cloud:
+            return self._relay(header, image, mask, wanted, timeout_s)
         upload = PacedTransfer()
         responses = self._edge.Generate(
             upload_messages(header, image, mask, wanted.uplink_rate_bps, upload),
@@ -439,6 +469,50 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
             raise BadReply(f"request_id {shown(reply.header.request_id)}, sent {request_id!r}")
         radio_down_s = (reply.completed_s - reply.started_s) * request.time_scale
         return Delivery(reply.header, reply.image, upload.emulated_s, radio_down_s)
+
+    def _relay(
+        self,
+        header: common_pb2.RequestHeader,
+        image: np.ndarray,
+        mask: np.ndarray,
+        wanted: users_pb2.UserAllocation,
+        timeout_s: float,
+    ) -> Delivery:
+        """The edge is down: the base station relays the request straight to the cloud,
+        store and forward. The radio hop (at the user's eq. (2) rate) ends at the base
+        station, emulated here; the backhaul carries it to the cloud at R_bc, the cloud's
+        reply comes back at R_cb, and the radio hop down runs at the eq. (5) rate."""
+        if self._cloud is None:
+            raise BadReply("relay_to_cloud: this users' node was started without --cloud")
+        payload_bytes = header.input_bytes
+        radio_up = Pacer(
+            wanted.uplink_rate_bps, header.time_scale, header.link_loss, header.noise_seed
+        )
+        for part in chunks(b"", payload_bytes):
+            radio_up.sent(len(part))
+        radio_up_s = radio_up.emulated_s()
+        backhaul_up = PacedTransfer()
+        responses = self._cloud.Generate(
+            upload_messages(header, image, mask, header.backhaul_up_rate_bps, backhaul_up),
+            timeout=timeout_s,
+        )
+        try:
+            reply = receive_reply(responses, image.shape, header.output_bytes)
+        except ValueError as exc:
+            raise BadReply(str(exc)) from None
+        finally:
+            responses.cancel()
+        backhaul_down_s = (reply.completed_s - reply.started_s) * header.time_scale
+        radio_down = Pacer(
+            header.downlink_rate_bps, header.time_scale, header.link_loss, header.noise_seed + 3
+        )
+        for part in chunks(b"", header.output_bytes):
+            radio_down.sent(len(part))
+        result = common_pb2.ResultHeader()
+        result.CopyFrom(reply.header)
+        result.backhaul_up_s = backhaul_up.emulated_s
+        result.backhaul_down_s = backhaul_down_s
+        return Delivery(result, reply.image, radio_up_s, radio_down.emulated_s())
 
     @staticmethod
     def _fill(report: users_pb2.UserReport, delivery: Delivery, made: UserRequest) -> None:
@@ -463,19 +537,26 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
 
 
 def serve(
-    config: ScenarioConfig, listen: str = f"{LOOPBACK}:0", edge: str = DEFAULT_EDGE_ADDRESS
+    config: ScenarioConfig,
+    listen: str = f"{LOOPBACK}:0",
+    edge: str = DEFAULT_EDGE_ADDRESS,
+    cloud: str | None = None,
+    security: Security | None = None,
 ) -> NodeServer:
     """Start the users' node on ``listen`` (loopback, a free port by default), its users
-    uploading to the edge at ``edge``; returns once it answers SERVING.
+    uploading to the edge at ``edge``; returns once it answers SERVING. ``security`` secures
+    its server and its channels to the edge and the cloud (`testbed.proto.security`).
 
     Raises ConfigError when a catalogue model has no image source to draw requests from.
     """
-    servicer = UsersServicer(config, edge)
+    check_listen(listen, security)
+    servicer = UsersServicer(config, edge, cloud, security)
     servicer.warm_up()
     node = make_server(
         [lambda server: users_pb2_grpc.add_UsersServicer_to_server(servicer, server)],
         [SERVICE_NAME],
         listen,
+        security=security,
     )
     node.on_stop.append(servicer.close)
     return node

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from testbed.proto import common_pb2 as testbed_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19testbed/proto/cloud.proto\x12\ntestbed.v1\x1a\x1atestbed/proto/common.proto\"E\n\x0eWeightsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08rate_bps\x18\x02 \x01(\x01\x12\x12\n\ntime_scale\x18\x03 \x01(\x01\">\n\nFileHeader\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"N\n\x0cWeightsChunk\x12&\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x16.testbed.v1.FileHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\x93\x01\n\x05\x43loud\x12\x42\n\x08Generate\x12\x17.testbed.v1.UploadChunk\x1a\x19.testbed.v1.DownloadChunk(\x01\x30\x01\x12\x46\n\x0c\x46\x65tchWeights\x12\x1a.testbed.v1.WeightsRequest\x1a\x18.testbed.v1.WeightsChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19testbed/proto/cloud.proto\x12\ntestbed.v1\x1a\x1atestbed/proto/common.proto\"X\n\x0eWeightsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08rate_bps\x18\x02 \x01(\x01\x12\x12\n\ntime_scale\x18\x03 \x01(\x01\x12\x11\n\tlink_loss\x18\x04 \x01(\x01\">\n\nFileHeader\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"N\n\x0cWeightsChunk\x12&\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x16.testbed.v1.FileHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\x93\x01\n\x05\x43loud\x12\x42\n\x08Generate\x12\x17.testbed.v1.UploadChunk\x1a\x19.testbed.v1.DownloadChunk(\x01\x30\x01\x12\x46\n\x0c\x46\x65tchWeights\x12\x1a.testbed.v1.WeightsRequest\x1a\x18.testbed.v1.WeightsChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'testbed.proto.cloud_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WEIGHTSREQUEST']._serialized_start=69
-  _globals['_WEIGHTSREQUEST']._serialized_end=138
-  _globals['_FILEHEADER']._serialized_start=140
-  _globals['_FILEHEADER']._serialized_end=202
-  _globals['_WEIGHTSCHUNK']._serialized_start=204
-  _globals['_WEIGHTSCHUNK']._serialized_end=282
-  _globals['_CLOUD']._serialized_start=285
-  _globals['_CLOUD']._serialized_end=432
+  _globals['_WEIGHTSREQUEST']._serialized_end=157
+  _globals['_FILEHEADER']._serialized_start=159
+  _globals['_FILEHEADER']._serialized_end=221
+  _globals['_WEIGHTSCHUNK']._serialized_start=223
+  _globals['_WEIGHTSCHUNK']._serialized_end=301
+  _globals['_CLOUD']._serialized_start=304
+  _globals['_CLOUD']._serialized_end=451
 # @@protoc_insertion_point(module_scope)

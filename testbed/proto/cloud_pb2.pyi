@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WeightsRequest(_message.Message):
-    __slots__ = ("model", "rate_bps", "time_scale")
+    __slots__ = ("model", "rate_bps", "time_scale", "link_loss")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RATE_BPS_FIELD_NUMBER: _ClassVar[int]
     TIME_SCALE_FIELD_NUMBER: _ClassVar[int]
+    LINK_LOSS_FIELD_NUMBER: _ClassVar[int]
     model: str
     rate_bps: float
     time_scale: float
-    def __init__(self, model: _Optional[str] = ..., rate_bps: _Optional[float] = ..., time_scale: _Optional[float] = ...) -> None: ...
+    link_loss: float
+    def __init__(self, model: _Optional[str] = ..., rate_bps: _Optional[float] = ..., time_scale: _Optional[float] = ..., link_loss: _Optional[float] = ...) -> None: ...
 
 class FileHeader(_message.Message):
     __slots__ = ("path", "size_bytes", "sha256")

@@ -15,7 +15,7 @@ class Seed(_message.Message):
     def __init__(self, entropy: _Optional[_Iterable[int]] = ..., spawn_key: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RequestHeader(_message.Message):
-    __slots__ = ("request_id", "model", "steps", "height_px", "width_px", "channels", "noise_seed", "input_bytes", "output_bytes", "downlink_rate_bps", "backhaul_up_rate_bps", "backhaul_down_rate_bps", "time_scale")
+    __slots__ = ("request_id", "model", "steps", "height_px", "width_px", "channels", "noise_seed", "input_bytes", "output_bytes", "downlink_rate_bps", "backhaul_up_rate_bps", "backhaul_down_rate_bps", "time_scale", "link_loss")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class RequestHeader(_message.Message):
     BACKHAUL_UP_RATE_BPS_FIELD_NUMBER: _ClassVar[int]
     BACKHAUL_DOWN_RATE_BPS_FIELD_NUMBER: _ClassVar[int]
     TIME_SCALE_FIELD_NUMBER: _ClassVar[int]
+    LINK_LOSS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     steps: int
@@ -42,7 +43,8 @@ class RequestHeader(_message.Message):
     backhaul_up_rate_bps: float
     backhaul_down_rate_bps: float
     time_scale: float
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., height_px: _Optional[int] = ..., width_px: _Optional[int] = ..., channels: _Optional[int] = ..., noise_seed: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., downlink_rate_bps: _Optional[float] = ..., backhaul_up_rate_bps: _Optional[float] = ..., backhaul_down_rate_bps: _Optional[float] = ..., time_scale: _Optional[float] = ...) -> None: ...
+    link_loss: float
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., height_px: _Optional[int] = ..., width_px: _Optional[int] = ..., channels: _Optional[int] = ..., noise_seed: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., downlink_rate_bps: _Optional[float] = ..., backhaul_up_rate_bps: _Optional[float] = ..., backhaul_down_rate_bps: _Optional[float] = ..., time_scale: _Optional[float] = ..., link_loss: _Optional[float] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
     __slots__ = ("header", "data")

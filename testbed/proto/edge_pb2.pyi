@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CacheRequest(_message.Message):
-    __slots__ = ("frame", "models", "backhaul_down_rate_bps", "time_scale")
+    __slots__ = ("frame", "models", "backhaul_down_rate_bps", "time_scale", "link_loss")
     FRAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     BACKHAUL_DOWN_RATE_BPS_FIELD_NUMBER: _ClassVar[int]
     TIME_SCALE_FIELD_NUMBER: _ClassVar[int]
+    LINK_LOSS_FIELD_NUMBER: _ClassVar[int]
     frame: int
     models: _containers.RepeatedScalarFieldContainer[str]
     backhaul_down_rate_bps: float
     time_scale: float
-    def __init__(self, frame: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., backhaul_down_rate_bps: _Optional[float] = ..., time_scale: _Optional[float] = ...) -> None: ...
+    link_loss: float
+    def __init__(self, frame: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., backhaul_down_rate_bps: _Optional[float] = ..., time_scale: _Optional[float] = ..., link_loss: _Optional[float] = ...) -> None: ...
 
 class ModelFill(_message.Message):
     __slots__ = ("model", "bytes", "fill_s")

@@ -4,9 +4,11 @@
   every server and channel); streams carry data in chunks of at most :data:`CHUNK_BYTES`.
 * **Servers** (:func:`make_server`): the standard health service and server reflection on
   every node, loopback (``127.0.0.1``) unless an address is given, a graceful stop that
-  first reports NOT_SERVING (:func:`serve_until_signalled`).
+  first reports NOT_SERVING (:func:`serve_until_signalled`). Any other address needs TLS and
+  a token (`testbed.proto.security`), and a node given a token checks it on every call.
 * **Clients** (:func:`channel`, :func:`wait_until_serving`): the same limits; every call
-  passes a deadline (:data:`DEFAULT_DEADLINE_S` unless the caller knows better).
+  passes a deadline (:data:`DEFAULT_DEADLINE_S` unless the caller knows better), and the
+  token when there is one; with a CA, the channel speaks TLS and verifies the server.
 * **Pacing** (:class:`Pacer`): a link of ``rate_bps`` emulated bit/s, run ``time_scale``
   times faster than real time, releases a transfer's bytes no faster than the rate allows:
   after ``n`` bits it has taken at least ``n / (rate_bps * time_scale)`` wall seconds, so a
@@ -29,6 +31,17 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from testbed.core.errors import UsageError
+from testbed.proto.security import (
+    Security,
+    TokenCarrier,
+    TokenCheck,
+    channel_credentials,
+    check_listen,
+    check_target,
+    server_credentials,
+)
+
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """Largest message either end sends or accepts (chunks are far smaller)."""
 CHUNK_BYTES = 32 * 1024
@@ -45,9 +58,21 @@ CHANNEL_OPTIONS = (
 )
 
 
-def channel(address: str) -> grpc.Channel:
-    """An insecure channel to a node on ``address`` (``host:port``) with the message limits."""
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+def channel(address: str, security: Security | None = None) -> grpc.Channel:
+    """A channel to a node on ``address`` (``host:port``) with the message limits.
+
+    With ``security``'s CA it speaks TLS and accepts only a server that CA signed for that
+    address; with its token, every call carries it. Without them, plaintext: loopback only
+    (`testbed.proto.security.check_target` raises `UsageError` for any other address).
+    """
+    check_target(address, security)
+    if security is not None and security.ca_pem is not None:
+        chan = grpc.secure_channel(address, channel_credentials(security), options=CHANNEL_OPTIONS)
+    else:
+        chan = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    if security is not None and security.token is not None:
+        return grpc.intercept_channel(chan, TokenCarrier(security.token))
+    return chan
 
 
 @dataclass
@@ -85,6 +110,7 @@ def make_server(
     service_names: Sequence[str],
     listen: str = f"{LOOPBACK}:0",
     max_workers: int = 32,
+    security: Security | None = None,
 ) -> NodeServer:
     """Build, bind and start a server: the node's services plus health and reflection.
 
@@ -92,9 +118,16 @@ def make_server(
     servicer, s)``); ``service_names`` are their full names (``testbed.v1.Edge``). Binds to
     loopback unless ``listen`` names another host; port 0 picks a free port (see
     :attr:`NodeServer.address`).
+
+    ``security``: TLS when it holds a certificate and key; a token checked on every method,
+    health and reflection included, when it holds one. A non-loopback ``listen`` without both
+    raises `UsageError` before anything is bound.
     """
+    check_listen(listen, security)
+    token = None if security is None else security.token
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
+        interceptors=() if token is None else (TokenCheck(token),),
         options=CHANNEL_OPTIONS,
         maximum_concurrent_rpcs=4 * max_workers,
     )
@@ -105,7 +138,11 @@ def make_server(
     names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
     host, _, port = listen.rpartition(":")
-    bound = server.add_insecure_port(f"{host or LOOPBACK}:{port or 0}")
+    target = f"{host or LOOPBACK}:{port or 0}"
+    if security is not None and security.serves_tls:
+        bound = server.add_secure_port(target, server_credentials(security))
+    else:
+        bound = server.add_insecure_port(target)
     if bound == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
@@ -125,41 +162,74 @@ def serve_until_signalled(node: NodeServer, on_ready: Callable[[str], None] | No
     node.stop()
 
 
-def wait_until_serving(address: str, timeout_s: float = 60.0, service: str = "") -> None:
-    """Poll a node's health service until it answers SERVING (raises TimeoutError)."""
+def wait_until_serving(
+    address: str, timeout_s: float = 60.0, service: str = "", security: Security | None = None
+) -> None:
+    """Poll a node's health service until it answers SERVING (raises TimeoutError), through a
+    :func:`channel` with ``security``. A node that refuses the token raises `UsageError` at
+    once: waiting would not change its answer."""
     deadline = time.monotonic() + timeout_s
-    with channel(address) as chan:
+    with channel(address, security) as chan:
         stub = health_pb2_grpc.HealthStub(chan)
         while True:
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
-            except grpc.RpcError:
-                pass
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    raise UsageError(
+                        f"node at {address}: UNAUTHENTICATED: {details} (give it the token "
+                        "it was started with: --token or $TESTBED_TOKEN)"
+                    ) from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"node at {address} not SERVING after {timeout_s:.0f} s")
             time.sleep(0.1)
 
 
+MAX_LINK_LOSS = 0.9
+"""Largest chunk-loss probability of an emulated link (each chunk is retransmitted until
+it gets through: 1 / (1 - p) sends on average)."""
+
+
 class Pacer:
     """Releases a transfer's bytes at ``rate_bps`` emulated bit/s, ``time_scale`` times
     faster than real time (a token bucket with no burst: the schedule is absolute, so
-    sleep overshoots do not add up)."""
+    sleep overshoots do not add up).
 
-    def __init__(self, rate_bps: float, time_scale: float = 1.0) -> None:
+    With ``loss`` > 0 (fault injection) each chunk is lost with that probability, drawn from
+    a generator seeded by ``seed``; the sender retransmits it, which costs the link another
+    chunk time (gRPC itself is reliable, so the copy lost on the emulated link is the time
+    it took, not a duplicate on the wire). :attr:`retransmissions` counts them.
+    """
+
+    def __init__(
+        self, rate_bps: float, time_scale: float = 1.0, loss: float = 0.0, seed: int = 0
+    ) -> None:
         if not (rate_bps > 0 and np.isfinite(rate_bps)):
             raise ValueError(f"rate_bps = {rate_bps!r}: allowed finite values > 0")
         if not (time_scale > 0 and np.isfinite(time_scale)):
             raise ValueError(f"time_scale = {time_scale!r}: allowed finite values > 0")
+        if not (0.0 <= loss <= MAX_LINK_LOSS):
+            raise ValueError(f"link_loss = {loss!r}: allowed [0, {MAX_LINK_LOSS}]")
         self.wall_rate_bps = rate_bps * time_scale
         self.time_scale = time_scale
+        self.loss = loss
+        self._rng = np.random.default_rng(seed) if loss > 0 else None
+        self.retransmissions = 0
         self.start = time.perf_counter()
         self.bits = 0.0
 
     def sent(self, nbytes: int) -> None:
-        """Account for ``nbytes`` just sent; sleep until the link would have carried them."""
-        self.bits += 8.0 * nbytes
+        """Account for ``nbytes`` just sent; sleep until the link would have carried them
+        (every lost copy included)."""
+        copies = 1
+        if self._rng is not None:
+            while self._rng.random() < self.loss:
+                copies += 1
+            self.retransmissions += copies - 1
+        self.bits += 8.0 * nbytes * copies
         due = self.start + self.bits / self.wall_rate_bps
         delay = due - time.perf_counter()
         if delay > 0:

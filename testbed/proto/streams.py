@@ -31,6 +31,7 @@ import numpy as np
 
 from testbed.proto.common_pb2 import DownloadChunk, RequestHeader, ResultHeader, UploadChunk
 from testbed.proto.runtime import (
+    MAX_LINK_LOSS,
     MAX_TRANSFER_BYTES,
     Pacer,
     chunks,
@@ -68,6 +69,38 @@ def check_positive(field_name: str, value: float) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             f"{field_name} = {value!r}: allowed finite values > 0",
         )
+
+
+def paced_wall_s(nbytes: int, rate_bps: float, time_scale: float) -> float:
+    """Wall seconds a `Pacer` at ``rate_bps`` x ``time_scale`` takes for ``nbytes`` on a
+    lossless link (the least a lossy one takes); inf when the product underflows to 0."""
+    wall_rate_bps = rate_bps * time_scale
+    if nbytes == 0:
+        return 0.0
+    return 8.0 * nbytes / wall_rate_bps if wall_rate_bps > 0 else math.inf
+
+
+def check_paced_in_time(
+    field_name: str, nbytes: int, rate_bps: float, time_scale: float, remaining_s: float | None
+) -> None:
+    """OUT_OF_RANGE naming ``field_name`` (the rate) when ``nbytes`` paced at ``rate_bps`` x
+    ``time_scale`` cannot arrive within ``remaining_s``, what is left of the call's deadline
+    (None: no deadline, then only a transfer that would never end is refused).
+
+    Checked before a node paces anything: a pacer's sleep cannot be cut short, so a rate
+    valid on its own but far too slow for the call (1 bit/s), or whose product with
+    time_scale underflows (5e-324 x 0.5), would hold the node's thread long after the
+    caller's deadline, or make the pacer fail (ZeroDivisionError, OverflowError).
+    """
+    wall_s = paced_wall_s(nbytes, rate_bps, time_scale)
+    if math.isfinite(wall_s) and (remaining_s is None or wall_s <= remaining_s):
+        return
+    left = "no deadline" if remaining_s is None else f"{remaining_s:.3g} s left of the deadline"
+    raise Refusal(
+        grpc.StatusCode.OUT_OF_RANGE,
+        f"{field_name} = {rate_bps!r}: {nbytes} bytes at {rate_bps:g} bit/s x time_scale "
+        f"{time_scale:g} take {wall_s:.3g} s of wall time, the call has {left}",
+    )
 
 
 def image_bytes(shape: ImageShape) -> int:
@@ -125,7 +158,17 @@ def check_request_header(
             raise Refusal(invalid, f"{name} = {value}: below the {least} bytes it must carry")
     for name in RATE_FIELDS:
         check_positive(name, getattr(header, name))
+    check_link_loss("link_loss", header.link_loss)
     return shape
+
+
+def check_link_loss(field_name: str, value: float) -> None:
+    """A chunk-loss probability in [0, MAX_LINK_LOSS] (fault injection; 0 = lossless)."""
+    if not (0.0 <= value <= MAX_LINK_LOSS):
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{field_name} = {value!r}: allowed [0, {MAX_LINK_LOSS}]",
+        )
 
 
 @dataclass(frozen=True)
@@ -206,7 +249,7 @@ def upload_messages(
 ) -> Iterator[UploadChunk]:
     """An upload stream: ``header``, then image, mask and zero filler up to ``input_bytes``,
     paced at ``rate_bps`` x ``header.time_scale`` from the moment the stream is first read."""
-    pacer = Pacer(rate_bps, header.time_scale)
+    pacer = Pacer(rate_bps, header.time_scale, header.link_loss, header.noise_seed)
     yield UploadChunk(header=header)
     payload = encode_array(image) + encode_array(mask)
     for part in paced(chunks(payload, header.input_bytes), pacer):
@@ -216,11 +259,17 @@ def upload_messages(
 
 
 def reply_messages(
-    header: ResultHeader, image: np.ndarray, rate_bps: float, time_scale: float
+    header: ResultHeader,
+    image: np.ndarray,
+    rate_bps: float,
+    time_scale: float,
+    link_loss: float = 0.0,
+    seed: int = 0,
 ) -> Iterator[DownloadChunk]:
     """A reply stream: ``header``, then the image and zero filler up to ``output_bytes``,
-    paced at ``rate_bps`` x ``time_scale`` from the moment the stream is first read."""
-    pacer = Pacer(rate_bps, time_scale)
+    paced at ``rate_bps`` x ``time_scale`` (chunks lost with ``link_loss``, retransmitted)
+    from the moment the stream is first read."""
+    pacer = Pacer(rate_bps, time_scale, link_loss, seed)
     yield DownloadChunk(header=header)
     for part in paced(chunks(encode_array(image), header.output_bytes), pacer):
         yield DownloadChunk(data=part)

@@ -84,7 +84,7 @@ class UserAllocation(_message.Message):
     def __init__(self, model: _Optional[str] = ..., steps: _Optional[int] = ..., cached: _Optional[bool] = ..., uplink_rate_bps: _Optional[float] = ..., downlink_rate_bps: _Optional[float] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ...) -> None: ...
 
 class SlotAllocation(_message.Message):
-    __slots__ = ("episode", "frame", "slot", "users", "backhaul_up_rate_bps", "backhaul_down_rate_bps", "time_scale", "gallery_users", "request_timeout_s")
+    __slots__ = ("episode", "frame", "slot", "users", "backhaul_up_rate_bps", "backhaul_down_rate_bps", "time_scale", "gallery_users", "request_timeout_s", "relay_to_cloud", "link_loss")
     EPISODE_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,8 @@ class SlotAllocation(_message.Message):
     TIME_SCALE_FIELD_NUMBER: _ClassVar[int]
     GALLERY_USERS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    RELAY_TO_CLOUD_FIELD_NUMBER: _ClassVar[int]
+    LINK_LOSS_FIELD_NUMBER: _ClassVar[int]
     episode: int
     frame: int
     slot: int
@@ -103,7 +105,9 @@ class SlotAllocation(_message.Message):
     time_scale: float
     gallery_users: int
     request_timeout_s: float
-    def __init__(self, episode: _Optional[int] = ..., frame: _Optional[int] = ..., slot: _Optional[int] = ..., users: _Optional[_Iterable[_Union[UserAllocation, _Mapping]]] = ..., backhaul_up_rate_bps: _Optional[float] = ..., backhaul_down_rate_bps: _Optional[float] = ..., time_scale: _Optional[float] = ..., gallery_users: _Optional[int] = ..., request_timeout_s: _Optional[float] = ...) -> None: ...
+    relay_to_cloud: bool
+    link_loss: float
+    def __init__(self, episode: _Optional[int] = ..., frame: _Optional[int] = ..., slot: _Optional[int] = ..., users: _Optional[_Iterable[_Union[UserAllocation, _Mapping]]] = ..., backhaul_up_rate_bps: _Optional[float] = ..., backhaul_down_rate_bps: _Optional[float] = ..., time_scale: _Optional[float] = ..., gallery_users: _Optional[int] = ..., request_timeout_s: _Optional[float] = ..., relay_to_cloud: _Optional[bool] = ..., link_loss: _Optional[float] = ...) -> None: ...
 
 class UserReport(_message.Message):
     __slots__ = ("uplink_s", "downlink_s", "generation_s", "wait_s", "backhaul_s", "tv", "psnr_db", "ssim", "served_by", "steps_run", "unet_calls", "failure", "upload_png", "output_png", "truth_png", "backhaul_up_s", "backhaul_down_s")
