@@ -410,9 +410,21 @@ def test_item6_fetch_weights_sends_only_safetensors_and_json(torch_threads, tmp_
     outside = tmp_path / "outside.safetensors"
     outside.write_bytes(b"not the model's")
     (folder / "unet" / "linked.safetensors").symlink_to(outside)
+    from testbed.proto import cloud_pb2_grpc
+    from testbed.proto.runtime import channel, make_server
+
     servicer = CloudServicer({"brick": folder}, {"brick": 3}, worker=None)  # type: ignore[arg-type]
-    request = cloud_pb2.WeightsRequest(model="brick", rate_bps=1e12, time_scale=1.0)
-    chunks = list(servicer.FetchWeights(request, context=None))  # type: ignore[arg-type]
+    node = make_server(
+        [lambda server: cloud_pb2_grpc.add_CloudServicer_to_server(servicer, server)],
+        ["testbed.v1.Cloud"],
+    )
+    try:
+        request = cloud_pb2.WeightsRequest(model="brick", rate_bps=1e12, time_scale=1.0)
+        with channel(node.address) as chan:
+            stub = cloud_pb2_grpc.CloudStub(chan)
+            chunks = list(stub.FetchWeights(request, timeout=30))
+    finally:
+        node.stop(0.5)
     paths = [chunk.file.path for chunk in chunks if chunk.WhichOneof("part") == "file"]
     assert paths == ZOO_FILES
     assert all(path.endswith(ALLOWED_SUFFIXES) for path in paths)
