@@ -43,7 +43,8 @@ unserved, so a corrected call still serves it.
 A user's ``failure`` is empty when it was served, else one of:
 
 * ``"<STATUS_CODE>: <details>"``: the call failed (e.g. ``UNAVAILABLE`` for an edge that
-  is down, ``DEADLINE_EXCEEDED`` after ``request_timeout_s``);
+  is down, ``DEADLINE_EXCEEDED`` after ``request_timeout_s``, or at once with nothing sent
+  when the paced transfers at its rates alone would take longer);
 * ``"NO_BANDWIDTH"``: its uplink rate is 0 (bandwidth share b_u = 0), so it cannot upload
   this slot; nothing is sent and its delays are left at 0 for the controller to cap;
 * ``"BAD_REPLY: <details>"``: the edge's reply broke the protocol (no header first, another
@@ -86,6 +87,7 @@ from testbed.proto.streams import (
     check_positive,
     image_bytes,
     mask_bytes,
+    paced_wall_s,
     receive_reply,
     shown,
     upload_messages,
@@ -402,6 +404,8 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
             report.failure = f"{code.name}: {details}"
         except BadReply as exc:
             report.failure = f"{BAD_REPLY}: {exc}"
+        except Refusal as refusal:
+            report.failure = f"{refusal.code.name}: {refusal.message}"
         else:
             self._fill(report, delivery, made)
             if gallery:
@@ -418,7 +422,8 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         user: int,
         timeout_s: float,
     ) -> Delivery:
-        """Upload ``made`` to the edge and receive its output (raises RpcError, BadReply)."""
+        """Upload ``made`` to the edge and receive its output (raises RpcError, BadReply, and
+        Refusal for transfers that cannot end within ``timeout_s``)."""
         wanted = request.users[user]
         image, mask = made.request.masked_image, made.request.mask
         shape = image.shape
@@ -452,6 +457,22 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
             time_scale=request.time_scale,
             link_loss=request.link_loss,
         )
+        # A pacer's sleep cannot be cut short: transfers that cannot end within the timeout
+        # (1 bit/s; a rate x time_scale that underflows to 0) would hold this node's threads
+        # long after it, or crash the pacer. Such a request is not sent; it fails as it would.
+        links = [(input_bytes, wanted.uplink_rate_bps), (output_bytes, wanted.downlink_rate_bps)]
+        if request.relay_to_cloud:  # this node paces the backhaul too
+            links += [
+                (input_bytes, request.backhaul_up_rate_bps),
+                (output_bytes, request.backhaul_down_rate_bps),
+            ]
+        paced_s = sum(paced_wall_s(nbytes, rate, request.time_scale) for nbytes, rate in links)
+        if not paced_s <= timeout_s:
+            raise Refusal(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"links: {paced_s:.3g} s of paced transfers at the allocated rates x time_scale "
+                f"{request.time_scale:g}, over the request's {timeout_s:.3g} s; nothing sent",
+            )
         if request.relay_to_cloud:
             return self._relay(header, image, mask, wanted, timeout_s)
         upload = PacedTransfer()
