@@ -633,51 +633,41 @@ def _announce(address: str) -> None:
     print(f"listening on {address}", flush=True)
 
 
-def _edge_node(args: argparse.Namespace) -> int:
-    from edge_node.server import serve
+def _serve_node(args: argparse.Namespace, serve, **options) -> int:
+    """Start one node with its scenario, address and security, announce it, and serve until
+    SIGINT or SIGTERM (a graceful stop: NOT_SERVING first)."""
     from testbed.proto.runtime import serve_until_signalled
 
     node = serve(
-        _node_config(args),
-        listen=args.listen,
+        _node_config(args), listen=args.listen, security=security_from_args(args), **options
+    )
+    serve_until_signalled(node, _announce)
+    return 0
+
+
+def _edge_node(args: argparse.Namespace) -> int:
+    from edge_node.server import serve
+
+    return _serve_node(
+        args,
+        serve,
         cloud=args.cloud,
         device=args.device,
         threads=args.threads,
         cache_dir=args.cache_dir,
-        security=security_from_args(args),
     )
-    serve_until_signalled(node, _announce)
-    return 0
 
 
 def _cloud_node(args: argparse.Namespace) -> int:
     from cloud_node.server import serve
-    from testbed.proto.runtime import serve_until_signalled
 
-    node = serve(
-        _node_config(args),
-        listen=args.listen,
-        device=args.device,
-        threads=args.threads,
-        security=security_from_args(args),
-    )
-    serve_until_signalled(node, _announce)
-    return 0
+    return _serve_node(args, serve, device=args.device, threads=args.threads)
 
 
 def _ue_emulator(args: argparse.Namespace) -> int:
-    from testbed.proto.runtime import serve_until_signalled
     from ue_emulator.server import serve
 
-    node = serve(
-        _node_config(args),
-        listen=args.listen,
-        edge=args.edge,
-        cloud=args.cloud,
-        security=security_from_args(args),
-    )
-    serve_until_signalled(node, _announce)
-    return 0
+    return _serve_node(args, serve, edge=args.edge, cloud=args.cloud)
 
 
 def _add_set(parser: argparse.ArgumentParser, training: bool = False) -> None:

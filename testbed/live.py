@@ -37,7 +37,6 @@ import grpc
 import numpy as np
 
 from testbed.core.config import ModelCatalogue, ScenarioConfig
-from testbed.core.metrics import SlotMetrics
 from testbed.core.protocols import AllocationPolicy, CachingPolicy, Hooks
 from testbed.core.records import FrameState, FrameStep, SlotOutcome, SlotState, SlotStep
 from testbed.core.system_model import (
@@ -657,7 +656,6 @@ class LiveRecorder(Hooks):
     ) -> None:
         self.executor, self.writer, self.recorder = executor, writer, recorder
         self.catalogue, self.gallery_dir = catalogue, gallery_dir
-        self.simulated, self.measured = SlotMetrics(), SlotMetrics()
         self.slots = 0
         self.gallery: list[dict[str, object]] = []
         self._last_end: float | None = None
@@ -668,8 +666,6 @@ class LiveRecorder(Hooks):
             return  # a replayed slot of a resumed run: already in the trace
         self.writer.add(live_rows(step, live, self.catalogue))
         self.writer.flush()  # slot by slot: a stopped run keeps every finished slot
-        self.simulated.add_slot(live.simulated, step.decision_s)
-        self.measured.add_slot(live.measured, step.decision_s)
         self.recorder.record_many(
             {
                 "slot": self.slots,
@@ -702,8 +698,6 @@ class LiveRecorder(Hooks):
 
     def on_frame_end(self, step: FrameStep) -> None:
         self._last_end = None  # the next frame starts with its cache decision
-        self.simulated.add_frame(step.reward, step.cache_fits, step.caching_s)
-        self.measured.add_frame(step.reward, step.cache_fits, step.caching_s)
 
     def _keep_gallery(self, step: SlotStep, live: LiveSlot, user: int, images) -> None:
         assert self.gallery_dir is not None

@@ -215,3 +215,16 @@ def reflected_services(address: str) -> set[str]:
     """The services a node lists through server reflection."""
     with channel(address) as chan:
         return set(ProtoReflectionDescriptorDatabase(chan).get_services())
+
+
+def start_live_nodes(config) -> dict:
+    """The cloud, the edge and the users' node of ``config`` on loopback, in this process,
+    one torch thread each, the users relaying to the cloud when the edge is down."""
+    from cloud_node.server import serve as serve_cloud
+    from edge_node.server import serve as serve_edge
+    from ue_emulator.server import serve as serve_users
+
+    cloud = serve_cloud(config, threads=1)
+    edge = serve_edge(config, cloud=cloud.address, threads=1)
+    users = serve_users(config, edge=edge.address, cloud=cloud.address)
+    return {"cloud": cloud, "edge": edge, "users": users}

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from nodes import start_live_nodes
 
 from testbed.cli import LIVE_SCENARIO, main, parse_faults
 from testbed.core.config import build_catalogue, load_config, save_config
@@ -37,20 +38,9 @@ def config():
     return load_config(LIVE_SCENARIO).replace(**SMALL)
 
 
-def start_nodes(config) -> dict:
-    from cloud_node.server import serve as serve_cloud
-    from edge_node.server import serve as serve_edge
-    from ue_emulator.server import serve as serve_users
-
-    cloud = serve_cloud(config, threads=1)
-    edge = serve_edge(config, cloud=cloud.address, threads=1)
-    users = serve_users(config, edge=edge.address, cloud=cloud.address)
-    return {"cloud": cloud, "edge": edge, "users": users}
-
-
 @pytest.fixture
 def nodes(config) -> Iterator[dict]:
-    started = start_nodes(config)
+    started = start_live_nodes(config)
     yield started
     for node in started.values():
         node.stop(0.2)
@@ -123,7 +113,7 @@ def test_item3_users_node_dies_the_run_ends_cleanly(config, nodes, tmp_path) -> 
 
 
 def test_item4_controller_killed_resume_equals_an_uninterrupted_run(config, tmp_path) -> None:
-    nodes = start_nodes(config)
+    nodes = start_live_nodes(config)
     try:
         _, whole_trace = _live(config, nodes, tmp_path / "whole")
         scenario = tmp_path / "scenario.toml"

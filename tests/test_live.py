@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from nodes import start_live_nodes
 
 from testbed.cli import LIVE_SCENARIO, main
 from testbed.core.config import build_catalogue, load_config
@@ -31,15 +32,9 @@ def config():
 
 @pytest.fixture(scope="module")
 def nodes(config):
-    from cloud_node.server import serve as serve_cloud
-    from edge_node.server import serve as serve_edge
-    from ue_emulator.server import serve as serve_users
-
-    cloud = serve_cloud(config, threads=1)
-    edge = serve_edge(config, cloud=cloud.address, threads=1)
-    users = serve_users(config, edge=edge.address)
-    yield {"cloud": cloud, "edge": edge, "users": users}
-    for node in (users, edge, cloud):
+    started = start_live_nodes(config)
+    yield started
+    for node in started.values():
         node.stop(0.5)
 
 
