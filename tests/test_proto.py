@@ -50,6 +50,8 @@ def test_pacer_refuses_non_positive_rates() -> None:
         Pacer(0.0)
     with pytest.raises(ValueError, match="time_scale"):
         Pacer(1e6, float("nan"))
+    with pytest.raises(ValueError, match="underflows to 0"):
+        Pacer(5e-324, 0.5)  # each valid, the product underflows to 0
 
 
 def test_arrays_round_trip_and_are_checked() -> None:

@@ -214,6 +214,12 @@ class Pacer:
         if not (0.0 <= loss <= MAX_LINK_LOSS):
             raise ValueError(f"link_loss = {loss!r}: allowed [0, {MAX_LINK_LOSS}]")
         self.wall_rate_bps = rate_bps * time_scale
+        if not self.wall_rate_bps > 0:
+            # each is valid, their product is not (5e-324 x 0.5 underflows to 0); an
+            # overflow to inf is a link with no pacing, which is harmless
+            raise ValueError(
+                f"rate_bps x time_scale = {rate_bps!r} x {time_scale!r}: underflows to 0"
+            )
         self.time_scale = time_scale
         self.loss = loss
         self._rng = np.random.default_rng(seed) if loss > 0 else None
