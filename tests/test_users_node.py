@@ -279,8 +279,11 @@ def test_a_slot_uploads_and_downloads_at_the_allocated_rates_and_scores_the_repl
         radio_down_s = got.downlink_s - got.backhaul_down_s
         up_s = 8 * wanted.input_bytes / wanted.uplink_rate_bps  # eq. (2)'s delay
         down_s = 8 * wanted.output_bytes / wanted.downlink_rate_bps  # eq. (5)'s
-        assert radio_up_s == pytest.approx(up_s, rel=0.05)
-        assert radio_down_s == pytest.approx(down_s, rel=0.05)
+        # never faster than the link (the pacer's schedule is absolute); late by at most a
+        # scheduler hiccup on a busy 2-core machine (the 2% accuracy figure is the
+        # benchmark's, benchmarks/bench_live.py, measured on a quiet machine)
+        assert up_s * 0.99 <= radio_up_s <= up_s * 1.10
+        assert down_s * 0.98 <= radio_down_s <= down_s * 1.10
         # the echoed output is the corrupted upload: its scores are the upload's own
         scores = score_outputs(made.request.masked_image[None], made.ground_truth[None])
         assert got.psnr_db == pytest.approx(float(scores.psnr_db[0]), rel=1e-6)
