@@ -45,8 +45,10 @@ from testbed.proto.security import (
     security_from_args,
 )
 
-TOKEN = secrets.token_urlsafe(32)
-WRONG_TOKEN = secrets.token_urlsafe(32)
+TOKEN = "a1" + secrets.token_hex(31)
+WRONG_TOKEN = "b2" + secrets.token_hex(31)
+DASH_TOKEN = "-Xy_" + "7" * 40
+"""``secrets.token_urlsafe`` can start with '-': such a token is given as ``--token=...``."""
 ALLOWED_SUFFIXES = (".safetensors", ".json")
 ZOO_FILES = [
     "model_index.json",
@@ -330,6 +332,7 @@ def test_flags_build_the_security_and_the_token_comes_from_the_environment(
     from_env = security_from_args(_parse(flags))
     assert from_env is not None and from_env.token == TOKEN
     assert security_from_args(_parse([*flags, "--token", WRONG_TOKEN])).token == WRONG_TOKEN
+    assert security_from_args(_parse([*flags, f"--token={DASH_TOKEN}"])).token == DASH_TOKEN
     assert TOKEN not in repr(from_env) and "PRIVATE" not in repr(from_env)
     # a node started from these flags gets the paths as flags, the token in its environment
     child_flags, child_env = child_security(_parse(flags))

@@ -39,7 +39,7 @@ from testbed.core.errors import UsageError
 TOKEN_ENV = "TESTBED_TOKEN"
 """Environment variable read for the token when ``--token`` is absent."""
 MIN_TOKEN_CHARS = 16
-"""Shortest token accepted (``secrets.token_urlsafe(32)`` gives 43 characters)."""
+"""Shortest token accepted (``secrets.token_hex(32)`` gives 64 characters)."""
 AUTH_METADATA_KEY = "authorization"
 BEARER = "Bearer "
 UNAUTHENTICATED_DETAILS = "missing or wrong token"
@@ -47,7 +47,7 @@ UNAUTHENTICATED_DETAILS = "missing or wrong token"
 LISTEN_REFUSAL = "a non-loopback address needs --tls-cert, --tls-key and --token"
 TOKEN_RULE = (
     f"--token (or {TOKEN_ENV}): at least {MIN_TOKEN_CHARS} printable ASCII characters without "
-    "spaces, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    "spaces, e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
 )
 
 
