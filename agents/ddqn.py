@@ -15,6 +15,7 @@ import torch
 
 from agents.nets import mlp, soft_update
 from agents.replay import ReplayBuffer
+from testbed.core.system_model import amend_cache
 
 
 @dataclass
@@ -46,6 +47,19 @@ class DDQNConfig:
     """Fraction of the training frames over which epsilon decays linearly."""
     reward_scale: float = 0.01
     """Frame rewards are multiplied by this before the Q-networks see them."""
+    explore: str = "feasible"
+    """What epsilon-greedy draws from: `feasible` (uniformly among the caches that satisfy
+    (11d)) or `all` (any of the 2^M codes, as before issue 11: 74% of them break (11d) on
+    the default scenario and only earn the penalty Xi)."""
+
+    def validate(self) -> None:
+        if self.explore not in EXPLORE_MODES:
+            raise ValueError(f"explore = {self.explore!r}: allowed {list(EXPLORE_MODES)}")
+
+
+EXPLORE_MODES = ("feasible", "all")
+MAX_MODELS = 16
+"""The DDQN has one output per cache configuration (2^M): beyond this, use the factored agent."""
 
 
 class DDQN:
@@ -54,10 +68,30 @@ class DDQN:
     name = "ddqn"
 
     def __init__(
-        self, num_models: int, config: DDQNConfig, seed: int | np.random.SeedSequence = 0
+        self,
+        num_models: int,
+        config: DDQNConfig,
+        seed: int | np.random.SeedSequence = 0,
+        feasible: np.ndarray | None = None,
     ) -> None:
+        """``feasible``: the action codes that satisfy (11d), which exploration draws from
+        (``explore = "feasible"``); None means every code."""
+        config.validate()
+        if num_models > MAX_MODELS:
+            raise ValueError(
+                f"catalogue.num_models = {num_models}: the paper's DDQN has 2^M outputs and "
+                f"allows M <= {MAX_MODELS}; use the factored caching agent (--caching factored)"
+            )
         self.config = config
+        self.num_models = num_models
         self.num_actions = 2**num_models
+        self.explore_actions = (
+            np.arange(self.num_actions)
+            if feasible is None or config.explore == "all"
+            else np.asarray(feasible, dtype=np.int64)
+        )
+        if not len(self.explore_actions):
+            raise ValueError("no cache configuration satisfies (11d)")
         seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         torch_seed, np_seed = seq.spawn(2)
         self.rng = np.random.default_rng(np_seed)
@@ -83,8 +117,12 @@ class DDQN:
     def act(self, gamma: float, explore: bool) -> int:
         """epsilon-greedy in training, greedy in evaluation."""
         if explore and self.rng.random() < self.epsilon:
-            return int(self.rng.integers(self.num_actions))
+            return int(self.explore_actions[self.rng.integers(len(self.explore_actions))])
         return int(np.argmax(self.q_values(gamma)))
+
+    def select(self, gamma: float, explore: bool) -> np.ndarray:
+        """The cache vector of :meth:`act`, amended by Sec. 6.3.2."""
+        return amend_cache(self.act(gamma, explore), self.num_models)
 
     def store(
         self, gamma: float, action: int, reward: float, next_gamma: float, done: bool

@@ -38,6 +38,7 @@ from testbed.core.system_model import (
     STEP_AMENDERS,
     amend_allocation,
     amend_cache,
+    feasible_actions,
     served_at_edge,
 )
 
@@ -180,7 +181,9 @@ class T2DRLAgents:
             4 * u + m, 2 * u, allocator_config(train), alloc_seed, mask_dim=u
         )
         self.allocator.amend = TorchAmender(u, steps_amender(train))
-        self.caching = DDQN(m, caching_config(train), cache_seed)
+        sizes = build_catalogue(scenario.catalogue).size_gb
+        feasible = feasible_actions(sizes, scenario.catalogue.cache_capacity_gb)
+        self.caching = DDQN(m, caching_config(train), cache_seed, feasible)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

@@ -222,10 +222,15 @@ def all_caches(num_models: int) -> np.ndarray:
     return ((codes[:, None] >> (num_models - 1 - np.arange(num_models))) & 1).astype(bool)
 
 
+def feasible_actions(size_gb: np.ndarray, capacity_gb: float) -> np.ndarray:
+    """The action codes (Sec. 6.3.2) of every cache satisfying (11d), ascending."""
+    caches = all_caches(len(size_gb))
+    return np.flatnonzero(caches @ np.asarray(size_gb, dtype=float) <= capacity_gb + 1e-9)
+
+
 def feasible_caches(size_gb: np.ndarray, capacity_gb: float) -> np.ndarray:
     """Every cache satisfying (11d), shape (F, M), in the order of the action code of Sec. 6.3.2."""
-    caches = all_caches(len(size_gb))
-    return caches[caches @ np.asarray(size_gb, dtype=float) <= capacity_gb + 1e-9]
+    return all_caches(len(size_gb))[feasible_actions(size_gb, capacity_gb)]
 
 
 def cache_fits(cache: np.ndarray, size_gb: np.ndarray, capacity_gb: float) -> bool:
