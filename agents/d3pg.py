@@ -16,7 +16,9 @@ Choices the paper leaves open, as options (defaults in :class:`D3PGConfig`):
   denoised"). Off by default: a clipped output has zero gradient, and with the policy
   gradient alone (no behaviour-cloning term) the actor then sticks at the bounds;
 * ``action_map``, x^0 into [0, 1]: ``"tanh"`` (default), ``a = (tanh(x^0) + 1) / 2``,
-  smooth everywhere; or ``"clip"``, ``a = (clip(x^0, -1, 1) + 1) / 2``;
+  smooth everywhere but never exactly 0; ``"clip"``, ``a = (clip(x^0, -1, 1) + 1) / 2``;
+  or ``"hard"``, the clip with a leaking gradient beyond the bounds
+  (``agents.nets.map_action``);
 * exploration: in training the reverse process is stochastic (x^L ~ N(0, I) and the
   noise of eq. (20)); in evaluation it is off: x^L = 0 and no noise, a deterministic
   policy. The target actor is evaluated the same deterministic way.
@@ -31,7 +33,7 @@ import torch
 from torch import nn
 
 from agents.ddpg import DDPG, ActorCriticConfig
-from agents.nets import mlp, sinusoidal_embedding
+from agents.nets import map_action, mlp, sinusoidal_embedding
 
 
 def beta_schedule(steps: int, beta_min: float, beta_max: float) -> np.ndarray:
@@ -53,7 +55,8 @@ class D3PGConfig(ActorCriticConfig):
     clip_x0: bool = False
     """Clip the predicted x^0 to [-1, 1] in every reverse step."""
     action_map: str = "tanh"
-    """How x^0 maps into [0, 1]: `tanh` ((tanh(x) + 1) / 2) or `clip` ((clip(x) + 1) / 2)."""
+    """How x^0 maps into [0, 1] (``agents.nets.map_action``): `tanh` ((tanh(x) + 1) / 2),
+    `sigmoid`, `clip` ((clip(x) + 1) / 2) or `hard` (`clip` with a leaking gradient)."""
     action_noise_std: float = 0.0
     """Extra Gaussian action noise; 0 because the reverse process itself explores."""
     exploration_scale: float = 1.0
@@ -68,8 +71,6 @@ class DiffusionActor(nn.Module):
         self.action_dim = action_dim
         self.steps = config.denoising_steps
         self.clip_x0 = config.clip_x0
-        if config.action_map not in ("tanh", "clip"):
-            raise ValueError(f"action_map = {config.action_map!r}: allowed ['tanh', 'clip']")
         self.action_map = config.action_map
         self.embedding_dim = config.step_embedding_dim
         self.exploration_scale = config.exploration_scale
@@ -125,10 +126,7 @@ class DiffusionActor(nn.Module):
         self, state: torch.Tensor, explore: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Raw action in [0, 1]."""
-        x0 = self.reverse(state, explore, generator)
-        if self.action_map == "tanh":
-            return (torch.tanh(x0) + 1.0) / 2.0
-        return (x0.clamp(-1.0, 1.0) + 1.0) / 2.0
+        return map_action(self.reverse(state, explore, generator), self.action_map)
 
 
 class D3PG(DDPG):

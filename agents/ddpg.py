@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.nets import mlp, soft_update
+from agents.nets import ACTION_MAPS, map_action, mlp, soft_update
 from agents.replay import ReplayBuffer
 
 
@@ -47,6 +47,45 @@ class ActorCriticConfig:
     """Gaussian exploration noise added to the action in training (DDPG); off in evaluation."""
     reward_scale: float = 0.01
     """Rewards are multiplied by this before the critic sees them (eq. (23) is ~ -50 per slot)."""
+    action_map: str = "sigmoid"
+    """The actor's last layer into [0, 1] (``agents.nets.map_action``): `sigmoid`, `tanh`,
+    `clip` or `hard` (the last two reach 0 exactly: no steps, no bandwidth)."""
+    objective: str = "pg"
+    """How the actor learns: `pg`, the deterministic policy gradient of eqs. (26)-(27) (plus
+    ``bc_weight`` times the behaviour-cloning term), or `clone`, the behaviour-cloning term
+    alone (the critic is then not trained)."""
+    bc_weight: float = 0.0
+    """Weight of the behaviour-cloning term: the squared distance between the executed
+    (amended) action and the teacher's, summed over the 2U shares. With a weight > 0 the
+    policy-gradient term is divided by the batch's mean |Q| (as Diffusion-QL does), so the
+    weight is the ratio of the two terms."""
+    teacher: str = ""
+    """Whose actions the behaviour-cloning term imitates: `optimal` (the exact per-slot
+    optimiser, ``agents.optimal.OptimalAllocation``), or empty for none."""
+
+    def validate(self) -> None:
+        if self.action_map not in ACTION_MAPS:
+            raise ValueError(f"action_map = {self.action_map!r}: allowed {list(ACTION_MAPS)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective = {self.objective!r}: allowed {list(OBJECTIVES)}")
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"teacher = {self.teacher!r}: allowed {list(TEACHERS)}")
+        if not self.bc_weight >= 0.0:
+            raise ValueError(f"bc_weight = {self.bc_weight!r}: allowed >= 0")
+        if self.clones and not self.teacher:
+            raise ValueError(
+                "behaviour cloning (objective = 'clone' or bc_weight > 0) needs a teacher: "
+                f"allowed {[t for t in TEACHERS if t]}"
+            )
+
+    @property
+    def clones(self) -> bool:
+        """Whether the actor imitates a teacher (its buffer then keeps the teacher's actions)."""
+        return self.objective == "clone" or self.bc_weight > 0.0
+
+
+OBJECTIVES = ("pg", "clone")
+TEACHERS = ("", "optimal")
 
 
 def _identity(mask: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -55,16 +94,19 @@ def _identity(mask: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
 
 
 class MLPActor(nn.Module):
-    def __init__(self, state_dim: int, action_dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(
+        self, state_dim: int, action_dim: int, hidden: tuple[int, ...], action_map: str
+    ) -> None:
         super().__init__()
         self.net = mlp(state_dim, list(hidden), action_dim)
+        self.action_map = action_map
 
     def forward(
         self, state: torch.Tensor, explore: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Raw action in [0, 1]."""
         del explore, generator  # the MLP is deterministic; DDPG explores with action noise
-        return torch.sigmoid(self.net(state))
+        return map_action(self.net(state), self.action_map)
 
 
 class Critic(nn.Module):
@@ -74,6 +116,11 @@ class Critic(nn.Module):
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([state, action], dim=-1)).squeeze(-1)
+
+
+def _cloning_loss(action: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared distance between executed and teacher's actions, summed over the shares."""
+    return (action - target).pow(2).sum(dim=1).mean()
 
 
 class DDPG:
@@ -89,6 +136,7 @@ class DDPG:
         seed: int | np.random.SeedSequence = 0,
         mask_dim: int = 0,
     ) -> None:
+        config.validate()
         self.config = config
         self.state_dim, self.action_dim = state_dim, action_dim
         seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
@@ -105,14 +153,21 @@ class DDPG:
         self.target_critic.load_state_dict(self.critic.state_dict())
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.buffer = ReplayBuffer(config.buffer_size, state_dim, action_dim, mask_dim=mask_dim)
+        self.buffer = ReplayBuffer(
+            config.buffer_size,
+            state_dim,
+            action_dim,
+            mask_dim=mask_dim,
+            target_dim=action_dim if config.clones else 0,
+        )
         self.amend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _identity
         """Maps (mask, raw action) to the executed action, differentiably; the critic and
         the buffer see executed actions (T2DRL sets the Sec. 6.2.2 amender here, the mask
         being rho_{phi_u} of the transition's slot, stored beside it)."""
 
     def _make_actor(self) -> nn.Module:
-        return MLPActor(self.state_dim, self.action_dim, self.config.actor_hidden)
+        c = self.config
+        return MLPActor(self.state_dim, self.action_dim, c.actor_hidden, c.action_map)
 
     @torch.no_grad()
     def act(self, state: np.ndarray, explore: bool) -> np.ndarray:
@@ -124,13 +179,35 @@ class DDPG:
             action = np.clip(action + noise, 0.0, 1.0)
         return action.astype(np.float32)
 
+    @torch.no_grad()
+    def greedy_actions(self, states: np.ndarray) -> np.ndarray:
+        """Raw actions for a batch of states, exploration off (one forward pass)."""
+        obs = torch.as_tensor(np.asarray(states), dtype=torch.float32)
+        return self.actor(obs, explore=False).numpy()
+
     def store(
-        self, state, action, reward: float, next_state, done: bool, mask=0.0, next_mask=0.0
+        self,
+        state,
+        action,
+        reward: float,
+        next_state,
+        done: bool,
+        mask=0.0,
+        next_mask=0.0,
+        target=0.0,
     ) -> None:
         """Store a transition; ``action`` is the executed (amended) action, ``mask`` and
-        ``next_mask`` what :attr:`amend` needs of s and s'."""
+        ``next_mask`` what :attr:`amend` needs of s and s', ``target`` the teacher's
+        (executed) action for s when the actor clones one."""
         self.buffer.add(
-            state, action, reward * self.config.reward_scale, next_state, done, mask, next_mask
+            state,
+            action,
+            reward * self.config.reward_scale,
+            next_state,
+            done,
+            mask,
+            next_mask,
+            target,
         )
 
     def ready(self) -> bool:
@@ -144,6 +221,8 @@ class DDPG:
         }
         s, a, r = batch["states"], batch["actions"], batch["rewards"]
         mask, next_mask = batch.get("masks"), batch.get("next_masks")
+        if self.config.objective == "clone":
+            return self._clone_step(s, mask, batch["targets"])
         with torch.no_grad():
             next_states = batch["next_states"]
             next_action = self.amend(next_mask, self.target_actor(next_states))
@@ -154,8 +233,14 @@ class DDPG:
         critic_loss.backward()
         self.critic_optimizer.step()  # eq. (25)
         self.critic.requires_grad_(False)  # the actor step needs dQ/da, not the critic's grads
-        q_value = self.critic(s, self.amend(mask, self.actor(s)))  # deterministic PG, eq. (26)
+        action = self.amend(mask, self.actor(s))
+        q_value = self.critic(s, action)  # deterministic PG, eq. (26)
         actor_loss = -q_value.mean()  # gradient ascent on Q, eqs. (26)-(27)
+        if self.config.bc_weight > 0.0:  # Diffusion-QL's form: normalised Q + cloning
+            actor_loss = actor_loss / q_value.abs().mean().detach().clamp_min(1e-6)
+            actor_loss = actor_loss + self.config.bc_weight * _cloning_loss(
+                action, batch["targets"]
+            )
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
@@ -163,6 +248,17 @@ class DDPG:
         soft_update(self.target_actor, self.actor, self.config.target_rate)  # eq. (28)
         soft_update(self.target_critic, self.critic, self.config.target_rate)  # eq. (29)
         return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item()}
+
+    def _clone_step(
+        self, s: torch.Tensor, mask: torch.Tensor | None, targets: torch.Tensor
+    ) -> dict[str, float]:
+        """One actor step on the behaviour-cloning term alone (``objective = "clone"``)."""
+        loss = _cloning_loss(self.amend(mask, self.actor(s)), targets)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_optimizer.step()
+        soft_update(self.target_actor, self.actor, self.config.target_rate)
+        return {"critic_loss": float("nan"), "actor_loss": loss.item()}
 
     def modules(self) -> dict[str, nn.Module]:
         return {

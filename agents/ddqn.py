@@ -15,7 +15,7 @@ import torch
 
 from agents.nets import mlp, soft_update
 from agents.replay import ReplayBuffer
-from testbed.core.system_model import amend_cache
+from testbed.core.system_model import amend_cache, cache_to_action
 
 
 @dataclass
@@ -125,8 +125,10 @@ class DDQN:
         return amend_cache(self.act(gamma, explore), self.num_models)
 
     def store(
-        self, gamma: float, action: int, reward: float, next_gamma: float, done: bool
+        self, gamma: float, cache: np.ndarray, reward: float, next_gamma: float, done: bool
     ) -> None:
+        """Store a frame; ``cache`` is the (amended) cache vector, kept as its action code."""
+        action = cache_to_action(cache)
         self.buffer.add([gamma], [action], reward * self.config.reward_scale, [next_gamma], done)
 
     def ready(self) -> bool:

@@ -19,6 +19,34 @@ def mlp(in_dim: int, hidden: list[int] | tuple[int, ...], out_dim: int) -> nn.Se
     return nn.Sequential(*layers)
 
 
+ACTION_MAPS = ("sigmoid", "tanh", "clip", "hard")
+HARD_LEAK = 0.05
+"""Slope of the gradient that the `hard` map passes back outside [-1, 1]."""
+
+
+def map_action(x: torch.Tensor, name: str) -> torch.Tensor:
+    """An actor's last layer x into a raw action in [0, 1].
+
+    * ``sigmoid``: sigmoid(x), smooth, never exactly 0 or 1 (the DDPG actor's default);
+    * ``tanh``: (tanh(x) + 1) / 2 = sigmoid(2x), the D3PG actor's default;
+    * ``clip``: (clip(x, -1, 1) + 1) / 2, reaches 0 and 1 exactly, zero gradient beyond;
+    * ``hard``: ``clip`` in value, but outside [-1, 1] the gradient leaks with slope
+      :data:`HARD_LEAK`, so an output pinned at 0 (no steps, no bandwidth) can still be
+      pulled back by the loss: reaches 0 exactly and never stops learning.
+    """
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    if name == "tanh":
+        return (torch.tanh(x) + 1.0) / 2.0
+    if name not in ("clip", "hard"):
+        raise ValueError(f"action_map = {name!r}: allowed {list(ACTION_MAPS)}")
+    clipped = (x.clamp(-1.0, 1.0) + 1.0) / 2.0
+    if name == "clip":
+        return clipped
+    outside = (x.abs() > 1.0).to(x.dtype).detach()
+    return clipped + HARD_LEAK * outside * (x - x.detach())
+
+
 def sinusoidal_embedding(steps: torch.Tensor, dim: int) -> torch.Tensor:
     """Transformer-style embedding of integer denoising steps l, shape (batch, dim)."""
     half = dim // 2

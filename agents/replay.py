@@ -6,13 +6,15 @@ import numpy as np
 
 _FIELDS = ("states", "actions", "rewards", "next_states", "dones")
 _MASK_FIELDS = ("masks", "next_masks")
+_TARGET_FIELDS = ("targets",)
 
 
 class ReplayBuffer:
     """Ring buffer of transitions (s, a, r, s', done); ``sample`` draws uniformly.
 
     With ``mask_dim`` > 0 each transition also holds a mask of s and of s' (T2DRL: which
-    users are served at the edge, rho_{phi_u}, taken from the slot, for the amender).
+    users are served at the edge, rho_{phi_u}, taken from the slot, for the amender). With
+    ``target_dim`` > 0 it also holds a teacher's action for s (behaviour cloning).
     """
 
     def __init__(
@@ -22,6 +24,7 @@ class ReplayBuffer:
         action_dim: int,
         action_dtype=np.float32,
         mask_dim: int = 0,
+        target_dim: int = 0,
     ):
         if capacity < 1:
             raise ValueError(f"replay capacity = {capacity} is out of range: allowed [1, inf)")
@@ -33,7 +36,10 @@ class ReplayBuffer:
         self.dones = np.zeros(capacity, dtype=np.float32)
         self.masks = np.zeros((capacity, mask_dim), dtype=np.float32)
         self.next_masks = np.zeros((capacity, mask_dim), dtype=np.float32)
-        self.fields = _FIELDS + (_MASK_FIELDS if mask_dim else ())
+        self.targets = np.zeros((capacity, target_dim), dtype=np.float32)
+        self.fields = (
+            _FIELDS + (_MASK_FIELDS if mask_dim else ()) + (_TARGET_FIELDS if target_dim else ())
+        )
         self.position = 0
         self.size = 0
 
@@ -41,7 +47,15 @@ class ReplayBuffer:
         return self.size
 
     def add(
-        self, state, action, reward: float, next_state, done: bool = False, mask=0.0, next_mask=0.0
+        self,
+        state,
+        action,
+        reward: float,
+        next_state,
+        done: bool = False,
+        mask=0.0,
+        next_mask=0.0,
+        target=0.0,
     ) -> None:
         i = self.position
         self.states[i] = state
@@ -51,6 +65,7 @@ class ReplayBuffer:
         self.dones[i] = float(done)
         self.masks[i] = mask
         self.next_masks[i] = next_mask
+        self.targets[i] = target
         self.position = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 

@@ -28,22 +28,28 @@ from safetensors.torch import load_file, save_file
 from agents.d3pg import D3PG, D3PGConfig
 from agents.ddpg import DDPG, ActorCriticConfig
 from agents.ddqn import DDQN, DDQNConfig
+from agents.ddqn import MAX_MODELS as DDQN_MAX_MODELS
+from agents.factored import FactoredCaching, FactoredConfig, random_fitting_cache
 from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue, load_config
 from testbed.core.errors import CheckpointError
 from testbed.core.observation import ObservationCodec
-from testbed.core.protocols import Hooks
+from testbed.core.protocols import AllocationPolicy, Hooks
 from testbed.core.records import FrameState, FrameStep, SlotState, SlotStep
 from testbed.core.seeding import agent_seeds
 from testbed.core.system_model import (
     STEP_AMENDERS,
+    RadioParams,
     amend_allocation,
-    amend_cache,
     feasible_actions,
+    frame_reward,
+    score_slot,
     served_at_edge,
 )
 
 AGENTS = ("t2drl", "ddpg-t2drl")
-PRESETS = ("default", "paper")
+PRESETS = ("best", "default", "paper")
+CACHING_AGENTS = ("ddqn", "factored")
+CREDITS = ("explore", "greedy")
 METRIC_COLUMNS = (
     "episode",
     "episode_reward",
@@ -73,8 +79,10 @@ class TrainConfig:
     """H of Table 2."""
     seed: int = 0
     """Seeds the networks, the exploration and the training worlds."""
-    preset: str = "default"
-    """`default` (documented learning rates) or `paper` (Adam at 1e-6 for all, Sec. 7.1)."""
+    preset: str = "best"
+    """`best` (the factored caching agent credited greedily, the allocator cloning the
+    exact optimiser), `default` (issue 4's learning rates, the paper's agents) or `paper`
+    (Sec. 7.1 as printed: Adam at 1e-6 for all, the paper's amender). See docs/agents.md."""
     threads: int = 1
     """torch CPU threads (small networks: one thread is fastest)."""
     checkpoint_every: int = 10
@@ -84,16 +92,41 @@ class TrainConfig:
     steps_amender: str = ""
     """`paper` (Sec. 6.2.2: all L steps always spent), `cap` (rescaled only above L), or
     empty for the preset's choice: `cap` in `default`, `paper` in `paper`."""
+    caching_agent: str = ""
+    """`ddqn` (the paper's, Sec. 6.3), `factored` (per-model values + exact knapsack,
+    ``agents.factored``), or empty for the preset's choice: `factored` in `best`."""
+    credit: str = ""
+    """What the caching learner is credited with for a frame: `explore`, the frame reward
+    of the slots as the exploring allocator served them (Algorithm 1, line 38), or
+    `greedy`, the eq. (32) reward of the same slots re-scored by the system model under the
+    allocator acting greedily (exploration off); empty for the preset's: `greedy` in `best`."""
+    counterfactuals: int = -1
+    """With the greedy credit: random caches that fit, scored on each frame's slots beside
+    the chosen one and stored as frames too (``CachingLearner``); -1 for the preset's: 8
+    in `best`, else 0."""
     allocator: dict[str, Any] = field(default_factory=dict)
     """Overrides of D3PGConfig / ActorCriticConfig fields."""
     caching: dict[str, Any] = field(default_factory=dict)
-    """Overrides of DDQNConfig fields."""
+    """Overrides of DDQNConfig or FactoredConfig fields (whichever agent caches)."""
 
     def validate(self) -> None:
         if self.agent not in AGENTS:
             raise ValueError(f"agent = {self.agent!r}: allowed {list(AGENTS)}")
         if self.preset not in PRESETS:
             raise ValueError(f"preset = {self.preset!r}: allowed {list(PRESETS)}")
+        if self.caching_agent and self.caching_agent not in CACHING_AGENTS:
+            raise ValueError(
+                f"caching_agent = {self.caching_agent!r}: allowed {list(CACHING_AGENTS)}"
+            )
+        if self.credit and self.credit not in CREDITS:
+            raise ValueError(f"credit = {self.credit!r}: allowed {list(CREDITS)}")
+        if not isinstance(self.counterfactuals, int) or self.counterfactuals < -1:
+            raise ValueError(
+                f"counterfactuals = {self.counterfactuals!r}: allowed integers >= 0 "
+                "(-1: the preset's)"
+            )
+        if counterfactuals(self) and credit(self) != "greedy":
+            raise ValueError("counterfactuals > 0 needs credit = 'greedy'")
         if self.steps_amender and self.steps_amender not in STEP_AMENDERS:
             raise ValueError(
                 f"steps_amender = {self.steps_amender!r}: allowed {list(STEP_AMENDERS)}"
@@ -109,19 +142,47 @@ def steps_amender(train: TrainConfig) -> str:
     return train.steps_amender or ("paper" if train.preset == "paper" else "cap")
 
 
+def caching_agent(train: TrainConfig) -> str:
+    """The caching agent in force: explicit, else the preset's."""
+    return train.caching_agent or ("factored" if train.preset == "best" else "ddqn")
+
+
+def credit(train: TrainConfig) -> str:
+    """The caching learner's credit rule in force: explicit, else the preset's."""
+    return train.credit or ("greedy" if train.preset == "best" else "explore")
+
+
+def counterfactuals(train: TrainConfig) -> int:
+    """Counterfactual caches per frame in force: explicit, else the preset's."""
+    if train.counterfactuals >= 0:
+        return train.counterfactuals
+    return BEST_COUNTERFACTUALS if train.preset == "best" and credit(train) == "greedy" else 0
+
+
+BEST_COUNTERFACTUALS = 8
+"""Counterfactual caches per frame in the `best` preset."""
+
+
+BEST_ALLOCATOR = {"action_map": "hard", "teacher": "optimal", "objective": "clone"}
+"""What the `best` preset changes in the allocator (D3PG and DDPG alike)."""
+
+
 def allocator_config(train: TrainConfig) -> ActorCriticConfig:
     cls = D3PGConfig if train.agent == "t2drl" else ActorCriticConfig
     values = dict(train.allocator)
     if train.preset == "paper":
         values = {"actor_lr": 1e-6, "critic_lr": 1e-6, **values}
+    elif train.preset == "best":
+        values = {**BEST_ALLOCATOR, **values}
     return _with_overrides(cls, values)
 
 
-def caching_config(train: TrainConfig) -> DDQNConfig:
+def caching_config(train: TrainConfig) -> DDQNConfig | FactoredConfig:
     values = dict(train.caching)
     if train.preset == "paper":
         values = {"lr": 1e-6, **values}
-    return _with_overrides(DDQNConfig, values)
+    cls = FactoredConfig if caching_agent(train) == "factored" else DDQNConfig
+    return _with_overrides(cls, values)
 
 
 def _with_overrides(cls: type, values: dict[str, Any]) -> Any:
@@ -182,8 +243,18 @@ class T2DRLAgents:
         )
         self.allocator.amend = TorchAmender(u, steps_amender(train))
         sizes = build_catalogue(scenario.catalogue).size_gb
-        feasible = feasible_actions(sizes, scenario.catalogue.cache_capacity_gb)
-        self.caching = DDQN(m, caching_config(train), cache_seed, feasible)
+        capacity = scenario.catalogue.cache_capacity_gb
+        config = caching_config(train)
+        self.caching: DDQN | FactoredCaching
+        if isinstance(config, FactoredConfig):
+            self.caching = FactoredCaching(sizes, capacity, config, cache_seed)
+        else:
+            if m > DDQN_MAX_MODELS:
+                raise ValueError(
+                    f"catalogue.num_models = {m}: the paper's DDQN has 2^M outputs and allows "
+                    f"M <= {DDQN_MAX_MODELS}; use --caching factored"
+                )
+            self.caching = DDQN(m, config, cache_seed, feasible_actions(sizes, capacity))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -250,18 +321,28 @@ class LearnedAllocation:
         raw = self.agent.act(self.codec.encode(slot, cache), explore=False)
         return amend_allocation(raw, served_at_edge(cache, slot.services), self.steps_amender)
 
+    def allocate_many(
+        self, pairs: list[tuple[SlotState, np.ndarray]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`allocate` for many (slot, cache) pairs in one forward pass of the actor."""
+        raws = self.agent.greedy_actions(np.stack([self.codec.encode(s, c) for s, c in pairs]))
+        return [
+            amend_allocation(raw, served_at_edge(cache, slot.services), self.steps_amender)
+            for raw, (slot, cache) in zip(raws, pairs, strict=True)
+        ]
+
 
 class LearnedCaching:
-    """A caching policy from a trained DDQN (greedy)."""
+    """A caching policy from a trained caching agent, DDQN or factored (greedy)."""
 
-    def __init__(self, agent: DDQN, num_models: int, name: str) -> None:
-        self.agent, self.num_models, self.name = agent, num_models, name
+    def __init__(self, agent: DDQN | FactoredCaching, name: str) -> None:
+        self.agent, self.name = agent, name
 
     def reset(self, seed: np.random.SeedSequence) -> None:
         del seed
 
     def select_cache(self, frame: FrameState) -> np.ndarray:
-        return amend_cache(self.agent.act(frame.gamma, explore=False), self.num_models)
+        return self.agent.select(frame.gamma, explore=False)
 
 
 CHECKPOINT_VERSION = 1
@@ -367,7 +448,7 @@ def load_policies(
     agents = T2DRLAgents(trained_on, train)
     agents.load_tensors(read_networks(Path(manifest["path"]) / "networks.safetensors"))
     catalogue = catalogue or build_catalogue(scenario.catalogue)
-    caching = LearnedCaching(agents.caching, scenario.catalogue.num_models, train.agent)
+    caching = LearnedCaching(agents.caching, train.agent)
     allocation = LearnedAllocation(
         agents.allocator, scenario, catalogue, train.agent, steps_amender(train)
     )
@@ -381,7 +462,8 @@ class AllocationLearner(Hooks):
     (eq. (21)), stores the previous slot's transition now that s_t(k+1) is known, acts with
     exploration and amends (Sec. 6.2.2); after the slot is served it keeps
     (s, a, r) of eqs. (21)-(23) and updates once when the buffer is ready. The episode's
-    last transition is stored as terminal.
+    last transition is stored as terminal. When the actor clones a teacher, the teacher's
+    allocation for the same slot and cache is stored beside each transition.
     """
 
     def __init__(
@@ -394,9 +476,10 @@ class AllocationLearner(Hooks):
     ) -> None:
         self.agent, self.name, self.steps_amender = agent, name, steps_amender
         self.codec = ObservationCodec(config, catalogue)
+        self.teacher = _teacher(agent.config, config, catalogue)
         self.losses: dict[str, list[float]] = {"critic_loss": [], "actor_loss": []}
-        self._current: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._pending: tuple[np.ndarray, np.ndarray, float, np.ndarray] | None = None
+        self._current: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._pending: tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray] | None = None
 
     def reset(self, seed: np.random.SeedSequence) -> None:
         del seed  # the agent's own generators carry on across episodes
@@ -405,46 +488,115 @@ class AllocationLearner(Hooks):
         obs = self.codec.encode(slot, cache)  # eq. (21), line 13
         served = served_at_edge(cache, slot.services)
         if self._pending is not None:  # s_t(k+1) of the previous slot is known now
-            state, action, reward, mask = self._pending
-            self.agent.store(state, action, reward, obs, False, mask, served)
+            state, action, reward, mask, target = self._pending
+            self.agent.store(state, action, reward, obs, False, mask, served, target)
         raw = self.agent.act(obs, explore=True)  # lines 15-26
         b, xi = amend_allocation(raw, served, self.steps_amender)
-        self._current = (obs, np.concatenate([b, xi]), served)  # a_t(k), eq. (22)
+        target = np.concatenate(self.teacher.allocate(slot, cache)) if self.teacher else np.zeros(0)
+        self._current = (obs, np.concatenate([b, xi]), served, target)  # a_t(k), eq. (22)
         return b, xi
 
     def on_slot(self, step: SlotStep) -> None:
         assert self._current is not None
-        obs, action, served = self._current
-        self._pending = (obs, action, float(step.outcome.reward), served)  # eq. (23), line 27
+        obs, action, served, target = self._current
+        reward = float(step.outcome.reward)
+        self._pending = (obs, action, reward, served, target)  # eq. (23), line 27
         if self.agent.ready():  # lines 30-35
             for key, value in self.agent.update().items():
                 self.losses[key].append(value)
 
     def on_episode_end(self, episode: int) -> None:
         assert self._pending is not None
-        state, action, reward, mask = self._pending
-        self.agent.store(state, action, reward, state, True, mask, mask)  # the last slot
+        state, action, reward, mask, target = self._pending
+        self.agent.store(state, action, reward, state, True, mask, mask, target)  # last slot
         self._pending = None
 
 
-class CachingLearner(Hooks):
-    """The DDQN in training (Algorithm 1, lines 7 and 38-46): epsilon-greedy, stores, updates.
+def _teacher(agent_config: ActorCriticConfig, config: ScenarioConfig, catalogue: ModelCatalogue):
+    """The allocation policy the actor clones, or None."""
+    if not agent_config.clones:
+        return None
+    from agents.optimal import OptimalAllocation  # the only teacher (ActorCriticConfig.teacher)
 
-    A caching policy for the driver and a hook on it. At the start of frame t it stores
-    frame t-1's transition (gamma(t) is its next state), updates F times when ready, then
-    picks a~(t) with epsilon decayed over training and amends it (Sec. 6.3.2). The frame
-    reward is eq. (32) of the served slots; the episode's last frame is terminal.
+    return OptimalAllocation(config, catalogue)
+
+
+class GreedyCredit:
+    """The frame's credit for the caching learner under the allocator acting greedily.
+
+    The frame's K slots are already drawn (the world does not depend on the decisions), so
+    the cache can be credited with what it gives when the allocator does its best: each
+    slot is re-scored by the system model (eqs. (2)-(10), (23)) under the allocator's
+    deterministic allocation, and the K rewards make eq. (32), penalty Xi included. This
+    departs from Algorithm 1, line 38, which credits the frame with the slots as served by
+    the exploring allocator (``credit = "explore"``): under full-scale exploration noise the
+    exploring rewards rank caches differently from the greedy ones (docs/agents.md).
     """
 
-    def __init__(self, agent: DDQN, num_models: int, frames_per_episode: int, episodes: int):
-        self.agent, self.num_models = agent, num_models
-        self.name = "ddqn"
+    def __init__(
+        self, allocation: AllocationPolicy, config: ScenarioConfig, catalogue: ModelCatalogue
+    ) -> None:
+        self.allocation, self.catalogue = allocation, catalogue
+        self.radio = RadioParams.from_config(config)
+        self.capacity_gb = config.catalogue.cache_capacity_gb
+        self.penalty = config.utility.frame_penalty
+
+    def __call__(self, slots: list[SlotState], cache: np.ndarray) -> float:
+        return float(self.score_caches(slots, [cache])[0])
+
+    def score_caches(self, slots: list[SlotState], caches: list[np.ndarray]) -> np.ndarray:
+        """The greedy credit of each cache on the same slots (one batch for the actor)."""
+        pairs = [(slot, cache) for cache in caches for slot in slots]
+        many = getattr(self.allocation, "allocate_many", None)
+        allocations = many(pairs) if many else [self.allocation.allocate(*p) for p in pairs]
+        rewards = np.array(
+            [
+                float(score_slot(self.radio, self.catalogue, slot, cache, b, xi).reward)
+                for (slot, cache), (b, xi) in zip(pairs, allocations, strict=True)
+            ]
+        ).reshape(len(caches), len(slots))
+        return np.array(
+            [
+                frame_reward(row, cache, self.catalogue.size_gb, self.capacity_gb, self.penalty)
+                for row, cache in zip(rewards, caches, strict=True)
+            ]
+        )
+
+
+class CachingLearner(Hooks):
+    """The caching agent in training (Algorithm 1, lines 7 and 38-46): epsilon-greedy,
+    stores, updates.
+
+    A caching policy for the driver and a hook on it. At the start of frame t it stores
+    frame t-1's transition (gamma(t) is its next state), updates when ready, then picks a
+    cache with epsilon decayed over training (the DDQN's action amended by Sec. 6.3.2, the
+    factored agent's knapsack). The frame reward is eq. (32) of the served slots (``credit
+    = None``, the paper's), or what :class:`GreedyCredit` makes of the frame's slots. With
+    ``counterfactuals`` = N > 0 (greedy credit only) the same slots are also scored under N
+    random caches that fit, and every (cache, credit) pair is stored as a frame of the same
+    state: the slots are already drawn, so the comparison between caches is free of the
+    slots' noise. The episode's last frame is terminal.
+    """
+
+    def __init__(
+        self,
+        agent: DDQN | FactoredCaching,
+        frames_per_episode: int,
+        episodes: int,
+        credit: GreedyCredit | None = None,
+        counterfactuals: int = 0,
+    ):
+        if counterfactuals and credit is None:
+            raise ValueError("counterfactual caches need the greedy credit (credit = 'greedy')")
+        self.agent, self.credit, self.counterfactuals = agent, credit, counterfactuals
+        self.name = agent.name
         self.frames_per_episode = frames_per_episode
         self.total_frames = episodes * frames_per_episode
         self.frames_done = 0
         self.losses: dict[str, list[float]] = {"q_loss": []}
-        self._current: tuple[float, int] | None = None
-        self._pending: tuple[float, int, float] | None = None
+        self._slots: list[SlotState] = []
+        self._current: tuple[float, np.ndarray] | None = None
+        self._pending: tuple[float, list[tuple[np.ndarray, float]]] | None = None
 
     def reset(self, seed: np.random.SeedSequence) -> None:
         del seed
@@ -456,15 +608,29 @@ class CachingLearner(Hooks):
         if self._pending is not None:
             self._store(frame.gamma, done=False)
         self.agent.set_progress(self.frames_done / self.total_frames)
-        action = self.agent.act(frame.gamma, explore=True)  # line 7
-        self._current = (frame.gamma, action)
+        cache = self.agent.select(frame.gamma, explore=True)  # line 7, Sec. 6.3.2
+        self._current = (frame.gamma, cache)
+        self._slots = []
         self.frames_done += 1
-        return amend_cache(action, self.num_models)  # Sec. 6.3.2
+        return cache
+
+    def on_slot(self, step: SlotStep) -> None:
+        if self.credit is not None:
+            self._slots.append(step.slot)
 
     def on_frame_end(self, step: FrameStep) -> None:
         assert self._current is not None
-        gamma, action = self._current
-        self._pending = (gamma, action, step.reward)  # eq. (32)
+        gamma, cache = self._current
+        if self.credit is None:
+            self._pending = (gamma, [(cache, step.reward)])  # eq. (32)
+            return
+        catalogue = self.credit.catalogue
+        caches = [cache] + [
+            random_fitting_cache(self.agent.rng, catalogue.size_gb, self.credit.capacity_gb, 0.5)
+            for _ in range(self.counterfactuals)
+        ]
+        rewards = self.credit.score_caches(self._slots, caches)
+        self._pending = (gamma, list(zip(caches, rewards.tolist(), strict=True)))
 
     def on_episode_end(self, episode: int) -> None:
         assert self._pending is not None
@@ -472,8 +638,9 @@ class CachingLearner(Hooks):
 
     def _store(self, next_gamma: float, done: bool) -> None:
         assert self._pending is not None
-        gamma, action, reward = self._pending
-        self.agent.store(gamma, action, reward, next_gamma, done)  # line 41
+        gamma, frames = self._pending
+        for cache, reward in frames:
+            self.agent.store(gamma, cache, reward, next_gamma, done)  # line 41
         self._pending = None
         if self.agent.ready():  # lines 42-46
             for _ in range(self.agent.config.updates_per_frame):

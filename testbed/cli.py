@@ -40,7 +40,7 @@ from testbed.core.errors import TestbedError, UsageError
 from testbed.core.outputs import atomic_write_text, check_out_dir, check_out_file, claim_out_dir
 from testbed.interrupts import Interrupted, raise_interrupted
 from testbed.logs import LOG_LEVELS, configure_logging
-from testbed.policies import LEARNED, POLICIES
+from testbed.policies import COMPOSITE, LEARNED, POLICIES, learned_parts
 from testbed.proto.security import (
     add_security_flags,
     child_security,
@@ -55,7 +55,9 @@ log = logging.getLogger("testbed")
 _PLUGINS = ("calibration.cli",)
 _SCENARIO_SECTIONS = ("network", "timing", "catalogue", "utility")
 _TRAINING_SECTIONS = ("train", "allocator", "caching")
-_TRAIN_FLAGS = ("agent", "preset", "threads")
+_TRAIN_FLAGS = ("agent", "preset", "threads", "caching_agent", "credit")
+_FLAG_NAMES = {"caching_agent": "caching"}
+"""Training flags whose name differs from their TrainConfig key."""
 DEFAULT_EPISODES = 500
 """H of Table 2: the episodes of a new training run."""
 
@@ -111,10 +113,14 @@ def _simulate(args: argparse.Namespace) -> int:
     config = _scenario(args)
     _reject_training_sets(args)
     catalogue = build_catalogue(config.catalogue)
-    if args.policy in LEARNED and not args.checkpoint:
-        raise UsageError(f"--policy {args.policy} needs --checkpoint RUN_DIR")
-    if args.checkpoint and args.policy not in LEARNED:
-        raise UsageError(f"--checkpoint applies to {list(LEARNED)}, not --policy {args.policy}")
+    learned = learned_parts(args.policy)
+    if learned and not args.checkpoint:
+        part = "" if learned == [args.policy] else f" (for its part {learned[0]})"
+        raise UsageError(f"--policy {args.policy} needs --checkpoint RUN_DIR{part}")
+    if args.checkpoint and not learned:
+        raise UsageError(
+            f"--checkpoint applies to {list(LEARNED)} (also as a part), not --policy {args.policy}"
+        )
     caching, allocation = make_policies(args.policy, config, catalogue, args.checkpoint)
     out = check_out_dir(
         args.out or f"runs/simulate__{args.policy}__seed{config.seed}__{int(time.time())}",
@@ -163,6 +169,7 @@ def _compare(args: argparse.Namespace) -> int:
     if len(set(args.policies)) != len(args.policies):
         twice = sorted({p for p in args.policies if args.policies.count(p) > 1})
         raise UsageError(f"--policies names {twice} more than once: list each policy once")
+    used = {policy: learned_parts(policy) for policy in args.policies}  # names checked here
     checkpoints = {}
     for item in args.checkpoint:
         name, sep, path = item.partition("=")
@@ -170,12 +177,17 @@ def _compare(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--checkpoint {item!r}: expected NAME=RUN_DIR with NAME in {list(LEARNED)}"
             )
-        if name not in args.policies:
-            raise UsageError(f"--checkpoint {item!r}: {name} is not among --policies")
+        if not any(name in parts for parts in used.values()):
+            raise UsageError(
+                f"--checkpoint {item!r}: {name} is not among --policies (nor a part of one)"
+            )
         checkpoints[name] = Path(path)
-    missing = [p for p in args.policies if p in LEARNED and p not in checkpoints]
+    missing = [p for p, parts in used.items() if any(n not in checkpoints for n in parts)]
     if missing:
-        raise UsageError(f"--policies {missing} need --checkpoint NAME=RUN_DIR")
+        names = list(dict.fromkeys(n for p in missing for n in used[p] if n not in checkpoints))
+        raise UsageError(
+            f"--policies {missing} need --checkpoint NAME=RUN_DIR with NAME in {names}"
+        )
     catalogue = build_catalogue(config.catalogue)
     for name, path in checkpoints.items():
         make_policies(name, config, catalogue, path)  # verified before anything is written
@@ -208,10 +220,11 @@ def _compare(args: argparse.Namespace) -> int:
         checkpoints,
         resume=bool(args.resume),
     )
+    width = max(10, *(len(p) for p in args.policies))
     for row in summary.itertuples():
         interval = f"+- {row.utility_ci95:.3f}" if args.seeds > 1 else "(1 seed: no 95% interval)"
         print(
-            f"{row.policy:10s} utility {row.utility:8.3f} {interval}  "
+            f"{row.policy:{width}s} utility {row.utility:8.3f} {interval}  "
             f"hit ratio {row.hit_ratio:.3f}  violation rate {row.violation_rate:.3f}  "
             f"decision {row.decision_ms_per_slot:.2f} ms"
         )
@@ -255,7 +268,7 @@ def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
         given = getattr(args, flag)
         if given is not None and given != getattr(stored, flag):
             raise UsageError(
-                f"--{flag} {given} contradicts the stored run ({flag} = "
+                f"--{_FLAG_NAMES.get(flag, flag)} {given} contradicts the stored run ({flag} = "
                 f"{getattr(stored, flag)!r} in {out / 'train.json'}); drop it to resume"
             )
     if args.out is not None and Path(args.out).resolve() != out.resolve():
@@ -682,6 +695,12 @@ def _add_set(parser: argparse.ArgumentParser, training: bool = False) -> None:
     )
 
 
+_POLICY_HELP = (
+    f"one of {', '.join(POLICIES)}, or CACHING{COMPOSITE}ALLOCATION: the caching of one "
+    "with the allocation of another (e.g. t2drl+optimal)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="testbed", description="Edge-AIGC testbed: simulate, calibrate, train, compare."
@@ -695,8 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="play a policy on a scenario and write a run folder")
-    sim.add_argument("--policy", choices=POLICIES, default="optimal")
-    sim.add_argument("--checkpoint", default=None, help="run folder of `testbed train`")
+    sim.add_argument("--policy", default="optimal", metavar="NAME", help=_POLICY_HELP)
+    sim.add_argument(
+        "--checkpoint", default=None, help="run folder of `testbed train` (for a learned part)"
+    )
     sim.add_argument("--episodes", type=int, default=1, help="episodes of T frames x K slots")
     sim.add_argument("--seed", type=int, default=None, help="run seed (overrides the config's)")
     sim.add_argument("--users", type=int, default=None, help="U (overrides the config's)")
@@ -709,14 +730,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="several policies on the same worlds over seeds")
     cmp_.add_argument(
-        "--policies", nargs="+", choices=POLICIES, default=["optimal", "schrs", "rcars"]
+        "--policies",
+        nargs="+",
+        default=["optimal", "schrs", "rcars"],
+        metavar="NAME",
+        help=f"{_POLICY_HELP}; `t2drl optimal t2drl+optimal optimal+t2drl` splits a gap "
+        "between the two timescales",
     )
     cmp_.add_argument(
         "--checkpoint",
         action="append",
         default=[],
         metavar="NAME=RUN_DIR",
-        help="a trained run for a learned policy, e.g. t2drl=runs/train_...",
+        help="a trained run for a learned policy, e.g. t2drl=runs/train_... "
+        "(also used by the composites with a t2drl part)",
     )
     cmp_.add_argument("--seeds", type=int, default=5, help="number of seeds (from --seed on)")
     cmp_.add_argument("--episodes", type=int, default=1, help="episodes per seed")
@@ -744,9 +771,27 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--users", type=int, default=None)
     trn.add_argument(
         "--preset",
-        choices=["default", "paper"],
+        choices=["best", "default", "paper"],
         default=None,
-        help="`paper`: Adam at 1e-6 for every network (Sec. 7.1); default: `default`",
+        help="`best` (the default): factored caching credited greedily, the allocator "
+        "cloning the exact optimiser; `default`: issue 4's settings of the paper's agents; "
+        "`paper`: Sec. 7.1 as printed (Adam at 1e-6, the paper's amender); docs/agents.md",
+    )
+    trn.add_argument(
+        "--caching",
+        dest="caching_agent",
+        choices=["ddqn", "factored"],
+        default=None,
+        help="the caching agent: `ddqn` (the paper's, 2^M outputs) or `factored` "
+        "(per-model values + exact knapsack); default: the preset's",
+    )
+    trn.add_argument(
+        "--credit",
+        choices=["explore", "greedy"],
+        default=None,
+        help="the caching learner's frame reward: the slots as the exploring allocator "
+        "served them (`explore`, Algorithm 1) or re-scored under the greedy allocator "
+        "(`greedy`); default: the preset's",
     )
     trn.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
     trn.add_argument("--out", default=None)

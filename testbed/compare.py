@@ -2,7 +2,8 @@
 
 Every policy plays seeds ``seed0 .. seed0+n-1`` with the same episodes, hence the same
 users, channels and requests (the world depends on the seed only). Trained T2DRL runs
-join with their checkpoints. Writes
+join with their checkpoints, and a composite ``CACHING+ALLOCATION`` (``t2drl+optimal``)
+splits a gap between the frame and the slot timescale. Writes
 ``compare.csv`` (one row per policy and seed), ``compare_summary.csv`` (mean and 95% CI
 half-width per policy, Student t over seeds) and ``compare.png``.
 """
@@ -19,7 +20,7 @@ from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.errors import UsageError
 from testbed.core.metrics import summarise
 from testbed.core.outputs import atomic_write_text
-from testbed.policies import make_policies
+from testbed.policies import make_policies, policy_parts
 from testbed.runner import run
 
 METRICS = ("utility", "hit_ratio", "violation_rate", "mean_slot_reward", "decision_ms_per_slot")
@@ -38,13 +39,16 @@ def compare_policies(
     """One row per (policy, seed) with the run summary's metrics.
 
     A policy named in ``checkpoints`` (e.g. ``{"t2drl": run_dir}``) is a trained run of
-    ``testbed train``, evaluated with exploration off. Rows of ``done`` (a previous,
-    interrupted comparison) are kept and their runs skipped; ``on_row`` sees the table after
-    each finished run, so a caller can keep it on disk.
+    ``testbed train``, evaluated with exploration off; a composite ``CACHING+ALLOCATION``
+    (e.g. ``t2drl+optimal``) takes the run of each learned part by the part's name. Rows of
+    ``done`` (a previous, interrupted comparison) are kept and their runs skipped;
+    ``on_row`` sees the table after each finished run, so a caller can keep it on disk.
     """
     if len(set(policies)) != len(policies):
         duplicates = sorted({p for p in policies if list(policies).count(p) > 1})
         raise UsageError(f"--policies names {duplicates} more than once: each policy once")
+    for policy in policies:
+        policy_parts(policy)  # every name checked before the first run
     checkpoints = checkpoints or {}
     catalogue = build_catalogue(config.catalogue)
     rows = [] if done is None else done.to_dict("records")
@@ -54,7 +58,7 @@ def compare_policies(
             if (policy, int(seed)) in finished:
                 continue
             seeded = config.replace(seed=int(seed))
-            caching, allocation = make_policies(policy, seeded, catalogue, checkpoints.get(policy))
+            caching, allocation = make_policies(policy, seeded, catalogue, checkpoints)
             summary, _ = run(
                 seeded, caching, allocation, episodes, catalogue=catalogue, progress=progress
             )
@@ -89,7 +93,10 @@ def plot_summary(summary: pd.DataFrame, path: Path, title: str) -> None:
             capsize=4,
             color=["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"][: len(x)],
         )
-        ax.set_xticks(x, summary["policy"])
+        long = max(len(p) for p in summary["policy"]) > len("ddpg-t2drl")  # composites
+        ax.set_xticks(
+            x, summary["policy"], rotation=25 if long else 0, ha="right" if long else "center"
+        )
         ax.set_title(label, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)

@@ -1,22 +1,30 @@
 """The registry of policies by name, used by ``simulate``, ``compare``, ``experiment`` (and
 the live ``run``).
 
-=============  ===========================================================================
-name           caching + allocation
-=============  ===========================================================================
-rcars          random models until C is full + the even split (Sec. 7.2)
-schrs          the most popular models at gamma_1 + a genetic algorithm per slot (Sec. 7.2)
-optimal        the best cache per popularity state + the exact per-slot optimum
-t2drl          a trained DDQN + D3PG run folder of ``testbed train`` (exploration off)
-ddpg-t2drl     a trained DDQN + DDPG run folder of ``testbed train --agent ddpg-t2drl``
-=============  ===========================================================================
+==================  ======================================================================
+name                caching + allocation
+==================  ======================================================================
+rcars               random models until C is full + the even split (Sec. 7.2)
+schrs               the most popular models at gamma_1 + a genetic algorithm per slot
+                    (Sec. 7.2)
+optimal             the best cache per popularity state + the exact per-slot optimum
+t2drl               a trained DDQN + D3PG run folder of ``testbed train`` (exploration off)
+ddpg-t2drl          a trained DDQN + DDPG run folder of ``testbed train --agent ddpg-t2drl``
+CACHING+ALLOCATION  the caching of one name above + the allocation of another, e.g.
+                    ``t2drl+optimal``: splits a gap between the frame and the slot timescale
+==================  ======================================================================
 
 The learned policies need the run folder (``checkpoint``); their agent must match the name.
+A composite builds each part by its own name and keeps that part's role; a learned part
+takes the checkpoint given for its own name (``checkpoint`` may map names to run folders,
+as ``compare --checkpoint NAME=DIR`` does, or be one run folder for every learned part).
+Each part keeps its own ``.name`` (so a run's ``caching_policy`` and ``allocation_policy``
+say which policy made each decision); the composite's name is the ``policy`` of its rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from testbed.core.config import ModelCatalogue, ScenarioConfig
@@ -24,6 +32,7 @@ from testbed.core.errors import TestbedError
 from testbed.core.protocols import AllocationPolicy, CachingPolicy
 
 PolicyPair = tuple[CachingPolicy, AllocationPolicy]
+Checkpoints = str | Path | Mapping[str, str | Path] | None
 
 
 def _rcars(config: ScenarioConfig, catalogue: ModelCatalogue) -> PolicyPair:
@@ -52,23 +61,73 @@ BASELINES: dict[str, Callable[[ScenarioConfig, ModelCatalogue], PolicyPair]] = {
 }
 LEARNED = ("t2drl", "ddpg-t2drl")
 POLICIES = (*BASELINES, *LEARNED)
+COMPOSITE = "+"
+"""Joins the caching part and the allocation part of a composite name: ``t2drl+optimal``."""
+ROLES = ("caching", "allocation")
 
 
 class PolicyError(TestbedError):
     """A policy name, or its checkpoint, cannot be used."""
 
 
+def policy_parts(name: str) -> tuple[str, ...]:
+    """The registry names ``name`` is made of: ``(name,)``, or ``(caching, allocation)`` of a
+    composite ``CACHING+ALLOCATION``; a bad name or part is a one-line :class:`PolicyError`."""
+    if COMPOSITE not in name:
+        if name not in POLICIES:
+            raise PolicyError(
+                f"unknown policy {name!r}; choose one of {list(POLICIES)} "
+                f"or CACHING{COMPOSITE}ALLOCATION of two of them"
+            )
+        return (name,)
+    parts = name.split(COMPOSITE)
+    if len(parts) != len(ROLES):
+        raise PolicyError(
+            f"policy {name!r}: a composite is CACHING{COMPOSITE}ALLOCATION with exactly one "
+            f"{COMPOSITE!r}, each part one of {list(POLICIES)}"
+        )
+    for role, part in zip(ROLES, parts, strict=True):
+        if part not in POLICIES:
+            what = f"empty {role} part" if not part else f"unknown {role} part {part!r}"
+            raise PolicyError(f"policy {name!r}: {what}; choose each part from {list(POLICIES)}")
+    return tuple(parts)
+
+
+def learned_parts(name: str) -> list[str]:
+    """The learned policies ``name`` uses (itself, or its parts), each once, in order."""
+    return list(dict.fromkeys(p for p in policy_parts(name) if p in LEARNED))
+
+
 def make_policies(
     name: str,
     config: ScenarioConfig,
     catalogue: ModelCatalogue,
-    checkpoint: str | Path | None = None,
+    checkpoint: Checkpoints = None,
 ) -> PolicyPair:
-    """The (caching, allocation) policies of ``name``; learned ones from ``checkpoint``."""
+    """The (caching, allocation) policies of ``name``: a registry name, or a composite
+    ``CACHING+ALLOCATION`` whose parts are each built by their own name. A learned policy
+    (or part) loads its run folder: ``checkpoint`` itself, or ``checkpoint[part]`` when it
+    is a mapping from policy names to run folders."""
+    parts = policy_parts(name)
+    built: dict[str, PolicyPair] = {}
+    for part in dict.fromkeys(parts):  # a part named twice (rcars+rcars) is built once
+        run_dir = checkpoint.get(part) if isinstance(checkpoint, Mapping) else checkpoint
+        try:
+            built[part] = _make_one(part, config, catalogue, run_dir)
+        except TestbedError as exc:
+            if len(parts) == 1:
+                raise
+            roles = " and ".join(r for r, p in zip(ROLES, parts, strict=True) if p == part)
+            raise type(exc)(f"policy {name!r}, its {roles} part {part}: {exc}") from exc
+    return built[parts[0]][0], built[parts[-1]][1]
+
+
+def _make_one(
+    name: str, config: ScenarioConfig, catalogue: ModelCatalogue, checkpoint: str | Path | None
+) -> PolicyPair:
+    """The (caching, allocation) policies of one registry name."""
     if name in BASELINES:
         return BASELINES[name](config, catalogue)
-    if name not in LEARNED:
-        raise PolicyError(f"unknown policy {name!r}; choose one of {list(POLICIES)}")
     if checkpoint is None:
         raise PolicyError(f"policy {name} needs a checkpoint: the run folder of `testbed train`")
     run_dir = Path(checkpoint)

@@ -37,10 +37,13 @@ from agents.t2drl import (
     METRIC_COLUMNS,
     AllocationLearner,
     CachingLearner,
+    GreedyCredit,
     LearnedAllocation,
     LearnedCaching,
     T2DRLAgents,
     TrainConfig,
+    counterfactuals,
+    credit,
     read_networks,
     steps_amender,
     verify_checkpoint,
@@ -70,11 +73,15 @@ class Trainer:
         self.allocation = AllocationLearner(
             self.agents.allocator, scenario, self.catalogue, train.agent, self.amender
         )
+        greedy = None
+        if credit(train) == "greedy":
+            greedy = GreedyCredit(self._greedy_allocation(), scenario, self.catalogue)
         self.caching = CachingLearner(
             self.agents.caching,
-            scenario.catalogue.num_models,
             scenario.timing.num_frames,
             train.episodes,
+            greedy,
+            counterfactuals(train),
         )
         self.episode = 0
 
@@ -107,11 +114,8 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """The current agents with exploration off, on one fixed unseen episode."""
-        name = self.train.agent
-        caching = LearnedCaching(self.agents.caching, self.scenario.catalogue.num_models, name)
-        allocation = LearnedAllocation(
-            self.agents.allocator, self.scenario, self.catalogue, name, self.amender
-        )
+        caching = LearnedCaching(self.agents.caching, self.train.agent)
+        allocation = self._greedy_allocation()
         eval_config = self.scenario.replace(seed=self.train.seed + EVAL_SEED_OFFSET)
         summary, _ = run(eval_config, caching, allocation, 1, catalogue=self.catalogue)
         return {
@@ -119,6 +123,12 @@ class Trainer:
             "eval_utility": summary.utility,
             "eval_hit_ratio": summary.hit_ratio,
         }
+
+    def _greedy_allocation(self) -> LearnedAllocation:
+        """The allocator in training acting with exploration off."""
+        return LearnedAllocation(
+            self.agents.allocator, self.scenario, self.catalogue, self.train.agent, self.amender
+        )
 
     def save(self) -> None:
         """Checkpoint the state between two episodes (``agents.t2drl.write_checkpoint``)."""

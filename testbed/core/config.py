@@ -200,7 +200,7 @@ class CatalogueConfig:
     """P^Gamma of eq. (37)."""
 
     def validate(self) -> None:
-        _check_int("catalogue.num_models", self.num_models, 1, 20)
+        _check_int("catalogue.num_models", self.num_models, 1, 64)
         _check_range("catalogue.cache_capacity_gb", self.cache_capacity_gb, 0, None)
         _check_int("catalogue.total_steps", self.total_steps, 1, 100_000)
         _check_interval("catalogue.model_size_gb", self.model_size_gb, 0, 1e6, low_open=True)
