@@ -30,7 +30,7 @@ def map_action(x: torch.Tensor, name: str) -> torch.Tensor:
     * ``sigmoid``: sigmoid(x), smooth, never exactly 0 or 1 (the DDPG actor's default);
     * ``tanh``: (tanh(x) + 1) / 2 = sigmoid(2x), the D3PG actor's default;
     * ``clip``: (clip(x, -1, 1) + 1) / 2, reaches 0 and 1 exactly, zero gradient beyond;
-    * ``hard``: ``clip`` in value, but outside [-1, 1] the gradient leaks with slope
+    * ``hard``: ``clip`` in value, but from the bounds outwards the gradient leaks with slope
       :data:`HARD_LEAK`, so an output pinned at 0 (no steps, no bandwidth) can still be
       pulled back by the loss: reaches 0 exactly and never stops learning.
     """
@@ -43,7 +43,7 @@ def map_action(x: torch.Tensor, name: str) -> torch.Tensor:
     clipped = (x.clamp(-1.0, 1.0) + 1.0) / 2.0
     if name == "clip":
         return clipped
-    outside = (x.abs() > 1.0).to(x.dtype).detach()
+    outside = (x.abs() >= 1.0).to(x.dtype).detach()
     return clipped + HARD_LEAK * outside * (x - x.detach())
 
 

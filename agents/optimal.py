@@ -44,6 +44,8 @@ SlotSampler = Callable[[ScenarioConfig, int, int, np.random.SeedSequence], list[
 _LN2 = np.log(2.0)
 _NEWTON_TOL = 1e-13
 _NEWTON_MAX_ITER = 100
+MAX_ENUMERATED_MODELS = 20
+"""Largest M whose 2^M caches :class:`OptimalCaching` enumerates."""
 _MAX_ENUMERATED = 12
 """Gaining edge users up to which the steps part enumerates every set (2^n x n numbers)."""
 
@@ -435,6 +437,11 @@ class OptimalCaching:
         self.config = config
         self.sample_slots = sample_slots
         self.samples = samples
+        if config.catalogue.num_models > MAX_ENUMERATED_MODELS:
+            raise ValueError(
+                f"catalogue.num_models = {config.catalogue.num_models}: the exact cache "
+                f"optimiser enumerates the 2^M caches and allows M <= {MAX_ENUMERATED_MODELS}"
+            )
         self.allocator = OptimalAllocation(config, catalogue)
         self.caches = feasible_caches(catalogue.size_gb, config.catalogue.cache_capacity_gb)
         self._scores: dict[int, np.ndarray] = {}

@@ -432,12 +432,78 @@ def read_networks(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+ACTING_MODULES = {"allocator": "actor", "caching": "q"}
+"""The networks a trained pair acts with (exploration off); an exported policy holds these."""
+PRETRAINED = Path(__file__).resolve().parent / "pretrained"
+"""The shipped policies: ``<PRETRAINED>/<agent>`` for the default scenario (best preset)."""
+
+
+def _acting_keys(agents: T2DRLAgents) -> dict[str, torch.nn.Module]:
+    return {
+        f"{agent.name}.{module}.": agent.modules()[module]
+        for agent, module in (
+            (agents.allocator, ACTING_MODULES["allocator"]),
+            (agents.caching, ACTING_MODULES["caching"]),
+        )
+    }
+
+
+def load_acting(agents: T2DRLAgents, tensors: dict[str, torch.Tensor]) -> None:
+    """Load only the acting networks (the actor, the caching agent's Q) from ``tensors``,
+    a full checkpoint's or an exported policy's."""
+    for prefix, module in _acting_keys(agents).items():
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not state:
+            raise CheckpointError(f"the checkpoint holds no {prefix.rstrip('.')} network")
+        module.load_state_dict(state)
+
+
+def export_policy(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write the acting part of a trained run into ``out`` (a folder ``load_policies`` and
+    ``testbed simulate/compare --checkpoint`` accept): ``train.json``, ``config.toml``,
+    ``run.json`` of the training run, and ``checkpoint/`` with the actor and the caching
+    network only (no critic, optimiser or replay: a few hundred kB), its manifest marked
+    ``acting_only``. The run's checkpoint is verified first; ``out`` must not exist."""
+    run_dir, out = Path(run_dir), Path(out)
+    train = TrainConfig(**json.loads((run_dir / "train.json").read_text()))
+    scenario = load_config(run_dir / "config.toml")
+    manifest = verify_checkpoint(run_dir / "checkpoint", train.agent, scenario)
+    tensors = read_networks(Path(manifest["path"]) / "networks.safetensors")
+    agents = T2DRLAgents(scenario, train)
+    load_acting(agents, tensors)
+    acting = {
+        f"{prefix}{key}": value.contiguous()
+        for prefix, module in _acting_keys(agents).items()
+        for key, value in module.state_dict().items()
+    }
+    ckpt = out / "checkpoint"
+    ckpt.mkdir(parents=True)
+    for name in ("train.json", "config.toml", "run.json"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
+    save_file(acting, ckpt / "networks.safetensors")
+    state = {"episode": int(manifest["episode"]), "exported_from": run_dir.name}
+    (ckpt / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    exported = {
+        "version": CHECKPOINT_VERSION,
+        "agent": train.agent,
+        "num_users": scenario.network.num_users,
+        "num_models": scenario.catalogue.num_models,
+        "episode": int(manifest["episode"]),
+        "acting_only": True,
+        "files": {f.name: _sha256(f) for f in sorted(ckpt.iterdir())},
+    }
+    (ckpt / "manifest.json").write_text(json.dumps(exported, indent=2) + "\n")
+    return exported
+
+
 def load_policies(
     run_dir: str | Path,
     scenario: ScenarioConfig | None = None,
     catalogue: ModelCatalogue | None = None,
 ):
-    """The (caching, allocation) policies of a trained run folder, for ``testbed simulate``.
+    """The (caching, allocation) policies of a trained run folder (or of an exported
+    policy, :func:`export_policy`), for ``testbed simulate``.
 
     The checkpoint is verified first (kind, shape, checksums, finite weights)."""
     run_dir = Path(run_dir)
@@ -446,7 +512,7 @@ def load_policies(
     scenario = scenario or trained_on
     manifest = verify_checkpoint(run_dir / "checkpoint", train.agent, scenario)
     agents = T2DRLAgents(trained_on, train)
-    agents.load_tensors(read_networks(Path(manifest["path"]) / "networks.safetensors"))
+    load_acting(agents, read_networks(Path(manifest["path"]) / "networks.safetensors"))
     catalogue = catalogue or build_catalogue(scenario.catalogue)
     caching = LearnedCaching(agents.caching, train.agent)
     allocation = LearnedAllocation(

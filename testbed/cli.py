@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -321,6 +322,12 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = _scenario(args)
         train_config = train_config_from_args(args, config.seed)
+        from agents.t2drl import T2DRLAgents
+
+        try:  # the agents fit the scenario (e.g. the DDQN's 2^M outputs), checked up front
+            T2DRLAgents(config, train_config)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
         default = f"runs/train__{train_config.agent}__seed{config.seed}__{int(time.time())}"
         out = check_out_dir(args.out or default, overwrite=args.overwrite, resumable=True)
         claim_out_dir(out, args.overwrite)
@@ -362,6 +369,7 @@ def _experiment(args: argparse.Namespace) -> int:
         report,
         seeds=args.seeds,
         episodes=args.episodes,
+        preset=args.preset,
     )
     print(f"{args.name} ({preset}) -> {out}")
     return 0
@@ -379,6 +387,26 @@ def _curves(args: argparse.Namespace) -> int:
     curves = plot_training_curves([Path(r) for r in args.runs], out, args.metric, args.window)
     curves.to_csv(table, index_label="episode")
     print(f"-> {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from agents.t2drl import export_policy
+
+    run_dir = Path(args.run)
+    if not (run_dir / "train.json").is_file() or not (run_dir / "config.toml").is_file():
+        raise UsageError(
+            f"{run_dir}: not a run of `testbed train` (expected train.json, config.toml "
+            "and checkpoint/)"
+        )
+    out = check_out_dir(args.out, overwrite=args.overwrite)
+    if out.resolve() == run_dir.resolve():
+        raise UsageError(f"--out {out} is the run itself: export into another folder")
+    if args.overwrite and out.exists():
+        shutil.rmtree(out)
+    manifest = export_policy(run_dir, out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"{manifest['agent']} policy of episode {manifest['episode']} -> {out} ({size:,} bytes)")
     return 0
 
 
@@ -814,6 +842,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--quick", action="store_true", help="small budget (<= ~10 min on CPU)")
     exp.add_argument("--seeds", type=int, default=None, help="seeds per point (default 3)")
     exp.add_argument("--episodes", type=int, default=None, help="H per training run")
+    exp.add_argument(
+        "--preset",
+        choices=["best", "default", "paper"],
+        default=None,
+        help="training preset of the learned runs (default: `default`, the paper's agents)",
+    )
     exp.add_argument("--out", default=None)
     exp.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
     exp.add_argument(
@@ -821,6 +855,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--quiet", action="store_true")
     exp.set_defaults(handler=_experiment)
+
+    exp_ = sub.add_parser(
+        "export",
+        help="write the acting networks of a trained run (no critic, optimiser or replay) "
+        "into a small folder that --checkpoint accepts",
+    )
+    exp_.add_argument("run", help="run folder of `testbed train`")
+    exp_.add_argument("--out", required=True, help="the new folder")
+    exp_.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
+    exp_.set_defaults(handler=_export)
 
     crv = sub.add_parser("curves", help="overlay the training curves of `testbed train` runs")
     crv.add_argument("runs", nargs="+", help="run folders of `testbed train`")

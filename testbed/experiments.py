@@ -55,7 +55,10 @@ class Budget:
     allocator: tuple[tuple[str, float], ...] = ()
     """Overrides of the allocator's config (e.g. a shorter warm-up for short budgets)."""
     caching: tuple[tuple[str, float], ...] = ()
-    """Overrides of the DDQN's config."""
+    """Overrides of the caching agent's config."""
+    preset: str = "default"
+    """The training preset of the learned runs (``agents.t2drl.PRESETS``): `default`, the
+    paper's agents as documented in docs/results.md, unless ``--preset`` says otherwise."""
 
 
 BUDGETS = {
@@ -78,6 +81,7 @@ def _train_and_load(scenario: ScenarioConfig, agent: str, seed: int, budget: Bud
 
     settings = TrainConfig(
         agent=agent,
+        preset=budget.preset,
         episodes=budget.episodes,
         seed=seed,
         allocator=dict(budget.allocator),
@@ -268,6 +272,7 @@ def _curves(
             run_dir = out / "work" / f"{label}_seed{seed}"
             settings = TrainConfig(
                 agent=agent,
+                preset=budget.preset,
                 episodes=budget.episodes,
                 seed=seed,
                 allocator={**dict(budget.allocator), **allocator},
@@ -371,7 +376,9 @@ def table3(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
             samples = [world.next_slot() for _ in range(min(slots, config.timing.slots_per_frame))]
             policies = {
                 name: LearnedAllocation(
-                    T2DRLAgents(config, TrainConfig(agent=name, seed=seed)).allocator,
+                    T2DRLAgents(
+                        config, TrainConfig(agent=name, seed=seed, preset=budget.preset)
+                    ).allocator,
                     config,
                     catalogue,
                     name,
@@ -435,6 +442,7 @@ def run_experiment(
     log: Callable[[str], None] = _log.info,
     seeds: int | None = None,
     episodes: int | None = None,
+    preset: str | None = None,
 ) -> Path:
     """Run experiment ``name`` into ``out``. Finished runs already in ``out`` (from an
     interrupted run of the same experiment) are kept and skipped."""
@@ -443,6 +451,8 @@ def run_experiment(
     budget = BUDGETS["quick" if quick else "full"]
     if seeds is not None or episodes is not None:
         budget = replace(budget, episodes=episodes or budget.episodes, seeds=seeds or budget.seeds)
+    if preset is not None:
+        budget = replace(budget, preset=preset)
     out.mkdir(parents=True, exist_ok=True)
     EXPERIMENTS[name](budget, out, log)
     return out

@@ -8,13 +8,16 @@ rcars               random models until C is full + the even split (Sec. 7.2)
 schrs               the most popular models at gamma_1 + a genetic algorithm per slot
                     (Sec. 7.2)
 optimal             the best cache per popularity state + the exact per-slot optimum
-t2drl               a trained DDQN + D3PG run folder of ``testbed train`` (exploration off)
-ddpg-t2drl          a trained DDQN + DDPG run folder of ``testbed train --agent ddpg-t2drl``
+t2drl               a trained caching agent (factored or DDQN) + D3PG: a run folder of
+                    ``testbed train`` (exploration off)
+ddpg-t2drl          the same with the DDPG actor: ``testbed train --agent ddpg-t2drl``
 CACHING+ALLOCATION  the caching of one name above + the allocation of another, e.g.
                     ``t2drl+optimal``: splits a gap between the frame and the slot timescale
 ==================  ======================================================================
 
 The learned policies need the run folder (``checkpoint``); their agent must match the name.
+The checkpoint ``@pretrained`` names the policy shipped with the package (``agents/pretrained``,
+trained on the default scenario with the `best` preset).
 A composite builds each part by its own name and keeps that part's role; a learned part
 takes the checkpoint given for its own name (``checkpoint`` may map names to run folders,
 as ``compare --checkpoint NAME=DIR`` does, or be one run folder for every learned part).
@@ -64,6 +67,11 @@ POLICIES = (*BASELINES, *LEARNED)
 COMPOSITE = "+"
 """Joins the caching part and the allocation part of a composite name: ``t2drl+optimal``."""
 ROLES = ("caching", "allocation")
+
+
+PRETRAINED = "@pretrained"
+"""A checkpoint given as this names the policy shipped in ``agents/pretrained/<name>``
+(trained on the default scenario with the `best` preset)."""
 
 
 class PolicyError(TestbedError):
@@ -127,9 +135,16 @@ def _make_one(
 ) -> PolicyPair:
     """The (caching, allocation) policies of one registry name."""
     if name in BASELINES:
-        return BASELINES[name](config, catalogue)
+        try:
+            return BASELINES[name](config, catalogue)
+        except ValueError as exc:  # a scenario the policy cannot play, e.g. M = 50 for optimal
+            raise PolicyError(f"policy {name}: {exc}") from exc
     if checkpoint is None:
         raise PolicyError(f"policy {name} needs a checkpoint: the run folder of `testbed train`")
+    if str(checkpoint) == PRETRAINED:
+        from agents.t2drl import PRETRAINED as shipped
+
+        checkpoint = shipped / name
     run_dir = Path(checkpoint)
     if not run_dir.is_dir():
         raise PolicyError(f"checkpoint {run_dir}: no such run folder of `testbed train`")

@@ -113,6 +113,26 @@ BAD_INPUTS = [
     (["run", "--config", "{root}/paper.toml"], "are not zoo models"),
     (["run", "--out", "{root}/nonempty"], "exists and is not empty: pass --overwrite"),
     (["run", "--frames", "0"], "timing.num_frames = 0 is out of range"),
+    # issue 11: the export command, the caching agents, the cloning options, the shipped policy
+    (["export", "{root}/nonempty", "--out", "{root}/x"], "not a run of `testbed train`"),
+    (["export", "{run}", "--out", "{root}/nonempty"], "exists and is not empty"),
+    (["export", "{run}", "--out", "{root}/afile"], "is a file, not a folder"),
+    (
+        ["train", "--preset", "default", "--set", "catalogue.num_models=20"],
+        "allows M <= 16; use --caching factored",
+    ),
+    (["train", "--set", "train.counterfactuals=-3"], "counterfactuals = -3"),
+    (
+        ["train", "--credit", "explore", "--set", "train.counterfactuals=2"],
+        "counterfactuals > 0 needs credit = 'greedy'",
+    ),
+    (["train", "--set", "allocator.objective='imitate'"], "objective = 'imitate'"),
+    (["train", "--set", "allocator.action_map='relu'"], "action_map = 'relu'"),
+    (["train", "--set", "caching.explore_keep=0"], "explore_keep = 0"),
+    (
+        ["simulate", "--policy", "t2drl", "--checkpoint", "@pretrained", "--users", "3"],
+        "was trained for U=10, M=10; the scenario has U=3",
+    ),
 ]
 
 
