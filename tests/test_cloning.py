@@ -102,7 +102,8 @@ def test_clone_step_is_the_summed_squared_distance_to_the_teacher(cls):
     losses = agent.update()
     assert losses["actor_loss"] == pytest.approx(expected, rel=1e-5)
     assert np.isnan(losses["critic_loss"])  # pure cloning trains no critic
-    assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
+    after = list(agent.critic.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, after, strict=True))
 
 
 def test_bc_term_beside_the_policy_gradient_is_weighted_after_normalising_q():
