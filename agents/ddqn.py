@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.nets import mlp, soft_update
+from agents.nets import EpsilonGreedy, mlp, seed_streams, soft_update
 from agents.replay import ReplayBuffer
 from testbed.core.system_model import amend_cache, cache_to_action
 
@@ -62,7 +62,7 @@ MAX_MODELS = 16
 """The DDQN has one output per cache configuration (2^M): beyond this, use the factored agent."""
 
 
-class DDQN:
+class DDQN(EpsilonGreedy):
     """Double deep Q-network over the 2^M cache configurations."""
 
     name = "ddqn"
@@ -92,23 +92,15 @@ class DDQN:
         )
         if not len(self.explore_actions):
             raise ValueError("no cache configuration satisfies (11d)")
-        seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-        torch_seed, np_seed = seq.spawn(2)
-        self.rng = np.random.default_rng(np_seed)
+        torch_seed, self.rng = seed_streams(seed)
         with torch.random.fork_rng():
-            torch.manual_seed(int(torch_seed.generate_state(1)[0]))
+            torch.manual_seed(torch_seed)
             self.q = mlp(1, list(config.hidden), self.num_actions)
         self.target_q = mlp(1, list(config.hidden), self.num_actions)
         self.target_q.load_state_dict(self.q.state_dict())
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr)
         self.buffer = ReplayBuffer(config.buffer_size, 1, 1, action_dtype=np.int64)
         self.epsilon = config.epsilon_start
-
-    def set_progress(self, fraction: float) -> None:
-        """Linear epsilon decay over ``epsilon_decay_fraction`` of training."""
-        c = self.config
-        t = min(1.0, fraction / max(c.epsilon_decay_fraction, 1e-9))
-        self.epsilon = c.epsilon_start + t * (c.epsilon_end - c.epsilon_start)
 
     @torch.no_grad()
     def q_values(self, gamma: float) -> np.ndarray:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.nets import mlp
+from agents.nets import EpsilonGreedy, mlp, seed_streams
 from agents.replay import ReplayBuffer
 
 _FIT_TOL = 1e-9
@@ -144,7 +144,7 @@ class FactoredConfig:
                 raise ValueError(f"{key} = {value!r} is out of range: allowed integers >= 1")
 
 
-class FactoredCaching:
+class FactoredCaching(EpsilonGreedy):
     """Per-model values conditioned on s(t) = gamma(t); the cache by exact knapsack."""
 
     name = "factored"
@@ -161,21 +161,13 @@ class FactoredCaching:
         self.size_gb = np.asarray(size_gb, dtype=float)
         self.capacity_gb = float(capacity_gb)
         self.num_models = len(self.size_gb)
-        seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-        torch_seed, np_seed = seq.spawn(2)
-        self.rng = np.random.default_rng(np_seed)
+        torch_seed, self.rng = seed_streams(seed)
         with torch.random.fork_rng():
-            torch.manual_seed(int(torch_seed.generate_state(1)[0]))
+            torch.manual_seed(torch_seed)
             self.q = mlp(1, list(config.hidden), self.num_models + 1)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr)
         self.buffer = ReplayBuffer(config.buffer_size, 1, self.num_models)
         self.epsilon = config.epsilon_start
-
-    def set_progress(self, fraction: float) -> None:
-        """Linear epsilon decay over ``epsilon_decay_fraction`` of training."""
-        c = self.config
-        t = min(1.0, fraction / max(c.epsilon_decay_fraction, 1e-9))
-        self.epsilon = c.epsilon_start + t * (c.epsilon_end - c.epsilon_start)
 
     @torch.no_grad()
     def model_values(self, gamma: float) -> np.ndarray:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,6 +55,29 @@ def sinusoidal_embedding(steps: torch.Tensor, dim: int) -> torch.Tensor:
     freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
     angles = steps.float().unsqueeze(-1) * freqs
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def seed_streams(seed: int | np.random.SeedSequence) -> tuple[int, np.random.Generator]:
+    """An agent's two streams from its seed: the torch seed of its network initialisation
+    and the numpy generator of its exploration and replay sampling."""
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    torch_seed, np_seed = seq.spawn(2)
+    return int(torch_seed.generate_state(1)[0]), np.random.default_rng(np_seed)
+
+
+class EpsilonGreedy:
+    """The epsilon of an epsilon-greedy agent whose config has ``epsilon_start``,
+    ``epsilon_end`` and ``epsilon_decay_fraction``."""
+
+    config: Any
+    epsilon: float
+
+    def set_progress(self, fraction: float) -> None:
+        """Linear from ``epsilon_start`` to ``epsilon_end`` over ``epsilon_decay_fraction``
+        of training (``fraction`` of it done), then ``epsilon_end``."""
+        c = self.config
+        t = min(1.0, fraction / max(c.epsilon_decay_fraction, 1e-9))
+        self.epsilon = c.epsilon_start + t * (c.epsilon_end - c.epsilon_start)
 
 
 @torch.no_grad()

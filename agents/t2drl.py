@@ -356,6 +356,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _write_manifest(
+    folder: Path, train: TrainConfig, scenario: ScenarioConfig, episode: int, **extra: Any
+) -> dict[str, Any]:
+    """``manifest.json`` of a checkpoint folder: agent kind, scenario shape, episode and the
+    SHA-256 of every file already in it."""
+    manifest = {
+        "version": CHECKPOINT_VERSION,
+        "agent": train.agent,
+        "num_users": scenario.network.num_users,
+        "num_models": scenario.catalogue.num_models,
+        "episode": episode,
+        **extra,
+        "files": {f.name: _sha256(f) for f in sorted(folder.iterdir())},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
 def write_checkpoint(
     ckpt: Path,
     agents: T2DRLAgents,
@@ -374,15 +392,7 @@ def write_checkpoint(
     for agent in (agents.allocator, agents.caching):
         save_numpy(agent.buffer.arrays(), tmp / f"replay_{agent.name}.safetensors")
     (tmp / "state.json").write_text(json.dumps(state, indent=2, default=int) + "\n")
-    manifest = {
-        "version": CHECKPOINT_VERSION,
-        "agent": train.agent,
-        "num_users": scenario.network.num_users,
-        "num_models": scenario.catalogue.num_models,
-        "episode": int(state["episode"]),
-        "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir())},
-    }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_manifest(tmp, train, scenario, int(state["episode"]))
     if ckpt.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(ckpt, old)
@@ -484,17 +494,7 @@ def export_policy(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     save_file(acting, ckpt / "networks.safetensors")
     state = {"episode": int(manifest["episode"]), "exported_from": run_dir.name}
     (ckpt / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    exported = {
-        "version": CHECKPOINT_VERSION,
-        "agent": train.agent,
-        "num_users": scenario.network.num_users,
-        "num_models": scenario.catalogue.num_models,
-        "episode": int(manifest["episode"]),
-        "acting_only": True,
-        "files": {f.name: _sha256(f) for f in sorted(ckpt.iterdir())},
-    }
-    (ckpt / "manifest.json").write_text(json.dumps(exported, indent=2) + "\n")
-    return exported
+    return _write_manifest(ckpt, train, scenario, int(manifest["episode"]), acting_only=True)
 
 
 def load_policies(
