@@ -520,8 +520,10 @@ def _run(args: argparse.Namespace) -> int:
     given = [a for a in (args.edge, args.users_node) if a]
     if len(given) == 1:
         raise UsageError("--edge and --users-node go together (nodes started elsewhere)")
-    if args.policy in LEARNED and not args.checkpoint:
-        raise UsageError(f"--policy {args.policy} needs --checkpoint RUN_DIR")
+    learned = learned_parts(args.policy)  # a composite CACHING+ALLOCATION is checked here
+    if learned and not args.checkpoint:
+        part = "" if learned == [args.policy] else f" (for its part {learned[0]})"
+        raise UsageError(f"--policy {args.policy} needs --checkpoint RUN_DIR{part}")
     faults = parse_faults(args.inject)
     security = security_from_args(args)
     if args.edge and (faults.edge_kill_slot is not None or faults.cloud_kill_slot is not None):
@@ -877,8 +879,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="the live testbed: user, edge and cloud nodes with real RePaint, one policy"
     )
-    run.add_argument("--policy", choices=POLICIES, default="optimal")
-    run.add_argument("--checkpoint", default=None, help="run folder of `testbed train`")
+    run.add_argument("--policy", default="optimal", metavar="NAME", help=_POLICY_HELP)
+    run.add_argument(
+        "--checkpoint", default=None, help="run folder of `testbed train` (for a learned part)"
+    )
     run.add_argument("--episodes", type=int, default=1, help="episodes of T frames x K slots")
     run.add_argument("--frames", type=int, default=None, help="T (overrides the scenario's)")
     run.add_argument("--slots", type=int, default=None, help="K (overrides the scenario's)")

@@ -117,6 +117,7 @@ def _train(tmp_path, name, episodes=4, **kw):
     config = TrainConfig(
         agent=kw.pop("agent", "t2drl"),
         preset=kw.pop("preset", "best"),
+        caching_agent=kw.pop("caching_agent", ""),
         episodes=episodes,
         seed=2,
         allocator=FAST,
@@ -162,9 +163,13 @@ def test_resume_continues_an_interrupted_run_exactly(tmp_path, preset):
     pd.testing.assert_frame_equal(whole, cut)
 
 
-@pytest.mark.parametrize("preset, caching", [("best", "factored"), ("default", "ddqn")])
+@pytest.mark.parametrize(
+    "preset, caching", [("best", "factored"), ("default", "ddqn"), ("best", "ddqn")]
+)
 def test_checkpoint_is_safetensors_only(tmp_path, preset, caching):
-    _train(tmp_path, "c", episodes=1, preset=preset)
+    # ("best", "ddqn"): the paper's DDQN with the greedy credit and counterfactual caches
+    _train(tmp_path, "c", episodes=2, preset=preset, caching_agent=caching)
+    assert pd.read_csv(tmp_path / "c" / "metrics.csv")["q_loss"].notna().any()
     files = {p.name for p in (tmp_path / "c" / "checkpoint").iterdir()}
     assert files == {
         "networks.safetensors",

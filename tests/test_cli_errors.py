@@ -113,6 +113,8 @@ BAD_INPUTS = [
     (["run", "--config", "{root}/paper.toml"], "are not zoo models"),
     (["run", "--out", "{root}/nonempty"], "exists and is not empty: pass --overwrite"),
     (["run", "--frames", "0"], "timing.num_frames = 0 is out of range"),
+    (["run", "--policy", "optimal+nope"], "unknown allocation part 'nope'"),
+    (["run", "--policy", "rcars+t2drl"], "needs --checkpoint RUN_DIR (for its part t2drl)"),
     # issue 11: the export command, the caching agents, the cloning options, the shipped policy
     (["export", "{root}/nonempty", "--out", "{root}/x"], "not a run of `testbed train`"),
     (["export", "{run}", "--out", "{root}/nonempty"], "exists and is not empty"),
