@@ -41,29 +41,40 @@ def test_simulate_writes_the_reference_trace_bit_for_bit(tmp_path: Path, policy:
     assert _summary(out / "summary.json") == _summary(REFERENCE / f"summary_{policy}_seed7.json")
 
 
+@pytest.mark.parametrize("preset", ["default", "best"])
 @pytest.mark.parametrize("agent", ["t2drl", "ddpg-t2drl"])
-def test_seeded_training_reproduces_the_reference_run(tmp_path: Path, agent: str) -> None:
+def test_seeded_training_reproduces_the_reference_run(
+    tmp_path: Path, agent: str, preset: str
+) -> None:
+    """`default` with the DDQN drawing any code is the configuration recorded before issue
+    11 (its files carry no preset in their names); `best` was recorded with issue 11."""
     from agents.t2drl import TrainConfig
     from testbed.training import train
 
+    caching = {"warmup": 8, "batch_size": 8}
+    if preset == "default":
+        caching["explore"] = "all"
     settings = TrainConfig(
         agent=agent,
+        preset=preset,
         episodes=3,
         seed=3,
         eval_every=1,
         allocator={"warmup": 150, "batch_size": 32},
-        caching={"warmup": 8, "batch_size": 8},
+        caching=caching,
     )
+    tag = "" if preset == "default" else f"_{preset}"
     run_dir = tmp_path / "train"
     train(settings, ScenarioConfig().replace(seed=3), run_dir)
     metrics = pd.read_csv(run_dir / "metrics.csv").drop(columns=["wall_s"])
-    reference = pd.read_csv(REFERENCE / f"train_{agent}_seed3_metrics.csv")
+    reference = pd.read_csv(REFERENCE / f"train_{agent}{tag}_seed3_metrics.csv")
     pd.testing.assert_frame_equal(metrics, reference, check_exact=False, rtol=1e-12, atol=0)
 
     out = tmp_path / "sim"
     args = ["simulate", "--policy", agent, "--checkpoint", str(run_dir), "--seed", "7"]
     assert main([*args, "--quiet", "--out", str(out)]) == 0
-    assert _summary(out / "summary.json") == _summary(REFERENCE / f"summary_{agent}_seed7.json")
+    expected = _summary(REFERENCE / f"summary_{agent}{tag}_seed7.json")
+    assert _summary(out / "summary.json") == expected
 
 
 def test_environments_reproduce_the_reference_rollouts() -> None:
