@@ -370,6 +370,8 @@ def _experiment(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         episodes=args.episodes,
         preset=args.preset,
+        workers=args.workers,
+        progress=not args.quiet,
     )
     print(f"{args.name} ({preset}) -> {out}")
     return 0
@@ -850,6 +852,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="training preset of the learned runs (default: `default`, the paper's agents)",
     )
+    exp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the training and evaluation runs in N processes, one torch thread each "
+        "(default 1: one after the other; table3 always runs alone: it measures time)",
+    )
     exp.add_argument("--out", default=None)
     exp.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
     exp.add_argument(
@@ -978,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         # a terminated run unwinds like Ctrl-C, so every writer keeps its finished rows
         signal.signal(signal.SIGTERM, raise_interrupted)
-    for flag in ("episodes", "seeds", "threads"):
+    for flag in ("episodes", "seeds", "threads", "workers"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             print(f"testbed: error: --{flag} = {value}: allowed >= 1", file=sys.stderr)

@@ -16,17 +16,26 @@ run), ``NAME_summary.csv`` (means and intervals) and its PNG(s) into the output 
 The ``--quick`` preset shrinks the training budget (and the L grid of fig6a) so that each
 experiment finishes within ~10 minutes on a 2-core CPU; the figures of the full preset
 take hours.
+
+Every training run and every evaluation is a :class:`RunTask`, a seeded function of its
+config to its folder under ``work/`` (:func:`run_task`), so that ``--workers N`` runs them in
+N processes with the numbers of one, and a resumed experiment skips every finished folder.
+table3 measures time and always runs alone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -38,6 +47,10 @@ from testbed.policies import make_policies
 from testbed.runner import run
 
 _log = logging.getLogger(__name__)
+
+
+SWEEP_POLICIES = ("t2drl", "ddpg-t2drl", "schrs", "rcars", "optimal")
+"""The policies of the sweeps (Figs. 7 and 8), Sec. 7.2's plus the exact optimiser."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,8 @@ class Budget:
     """Overrides of the allocator's config (e.g. a shorter warm-up for short budgets)."""
     caching: tuple[tuple[str, float], ...] = ()
     """Overrides of the caching agent's config."""
+    policies: tuple[str, ...] = SWEEP_POLICIES
+    """The policies the sweeps (Figs. 7 and 8) compare."""
     preset: str = "default"
     """The training preset of the learned runs (``agents.t2drl.PRESETS``): `default`, the
     paper's agents as documented in docs/results.md, unless ``--preset`` says otherwise."""
@@ -76,7 +91,117 @@ BUDGETS = {
 }
 
 
-def _train_and_load(scenario: ScenarioConfig, agent: str, seed: int, budget: Budget, out: Path):
+@dataclass(frozen=True)
+class RunTask:
+    """One run of an experiment, a pure function of these fields to the folder ``run_dir``
+    (:func:`run_task`): picklable and seeded, sharing no state with any other run, so that
+    it runs in any process. A folder that already holds the run, finished, is kept: a
+    resumed experiment skips it."""
+
+    run_dir: str
+    """The run's folder (under the experiment's ``work/``)."""
+    scenario: dict[str, Any]
+    """``ScenarioConfig.to_dict()`` of the run, its seed the run's seed."""
+    policy: str
+    """The evaluated policy, or the agent of a training run."""
+    seed: int
+    train: dict[str, Any] | None = None
+    """The ``TrainConfig`` fields of the learned run trained into ``run_dir`` first (None: a
+    baseline, nothing to train)."""
+    eval_episodes: int = 0
+    """Evaluation episodes, exploration off, on run seed ``seed + EVAL_SEED_OFFSET``, their
+    metrics written to ``run_dir/eval.json``; 0 for a training run only (the curves)."""
+
+
+def run_task(task: RunTask) -> Path:
+    """Train (if ``task.train``) and evaluate (if ``task.eval_episodes``) into
+    ``task.run_dir``, unless it already holds them, finished; returns the folder."""
+    run_dir = Path(task.run_dir)
+    scenario = ScenarioConfig.from_dict(task.scenario)
+    result_path = run_dir / "eval.json"
+    identity = json.loads(json.dumps({k: v for k, v in asdict(task).items() if k != "run_dir"}))
+    start = time.perf_counter()
+    if task.train is not None:
+        from agents.t2drl import TrainConfig
+
+        _train_once(TrainConfig(**task.train), scenario, run_dir)
+    if not task.eval_episodes:
+        return run_dir
+    if result_path.is_file() and json.loads(result_path.read_text())["task"] == identity:
+        return run_dir
+    eval_config = scenario.replace(seed=task.seed + EVAL_SEED_OFFSET)
+    catalogue = build_catalogue(scenario.catalogue)
+    if task.train is not None:
+        caching, allocation = make_policies(task.policy, scenario, catalogue, checkpoint=run_dir)
+    else:
+        caching, allocation = make_policies(task.policy, eval_config, catalogue)
+    summary, _ = run(eval_config, caching, allocation, task.eval_episodes, catalogue=catalogue)
+    result = {
+        "utility": summary.utility,
+        "hit_ratio": summary.hit_ratio,
+        "violation_rate": summary.violation_rate,
+        "mean_slot_reward": summary.mean_slot_reward,
+        "decision_ms_per_slot": summary.decision_ms_per_slot,
+        "wall_s": time.perf_counter() - start,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(result_path, json.dumps({"task": identity, "result": result}, indent=2))
+    return run_dir
+
+
+def _start_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """How an experiment runs its tasks: ``count`` processes (1: in this process, in order),
+    with a progress bar over all of them if ``progress``."""
+
+    count: int = 1
+    progress: bool = False
+
+    def run(self, name: str, tasks: Sequence[RunTask], done: Callable[[int], None]) -> None:
+        """Run every task, calling ``done(index)`` here as each one finishes (in the tasks'
+        order with one worker, as they finish with more)."""
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        if self.count < 1:
+            raise ValueError(f"workers = {self.count}: allowed >= 1")
+        logs = logging_redirect_tqdm() if self.progress else nullcontext()  # under the bar
+        bar = tqdm(total=len(tasks), desc=name, unit="run", disable=not self.progress)
+        with logs, bar:
+            if self.count == 1:
+                for index, task in enumerate(tasks):
+                    run_task(task)
+                    bar.update()
+                    done(index)
+                return
+            context = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(self.count, mp_context=context, initializer=_start_worker)
+            try:
+                futures = {pool.submit(run_task, task): i for i, task in enumerate(tasks)}
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update()
+                    done(futures[future])
+            except BaseException:
+                # Ctrl-C, SIGTERM or a failed run: stop the runs in flight too (an unfinished
+                # run is trained again from scratch on resume, so nothing is lost)
+                for process in list((getattr(pool, "_processes", None) or {}).values()):
+                    process.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
+
+
+def _train_settings(
+    budget: Budget, agent: str, seed: int, eval_every: int, allocator: dict | None = None
+) -> dict[str, Any]:
+    """The ``TrainConfig`` fields of a learned run of an experiment."""
     from agents.t2drl import TrainConfig
 
     settings = TrainConfig(
@@ -84,14 +209,12 @@ def _train_and_load(scenario: ScenarioConfig, agent: str, seed: int, budget: Bud
         preset=budget.preset,
         episodes=budget.episodes,
         seed=seed,
-        allocator=dict(budget.allocator),
+        allocator={**dict(budget.allocator), **(allocator or {})},
         caching=dict(budget.caching),
         checkpoint_every=10_000,
-        eval_every=budget.episodes,  # the sweeps evaluate afterwards, on their own episodes
+        eval_every=eval_every,
     )
-    seeded = scenario.replace(seed=seed)
-    _train_once(settings, seeded, out)
-    return make_policies(agent, seeded, build_catalogue(seeded.catalogue), checkpoint=out)
+    return asdict(settings)
 
 
 def _train_once(settings, scenario: ScenarioConfig, run_dir: Path) -> None:
@@ -108,28 +231,6 @@ def _train_once(settings, scenario: ScenarioConfig, run_dir: Path) -> None:
             return
     shutil.rmtree(run_dir, ignore_errors=True)
     train(settings, scenario, run_dir)
-
-
-def _evaluate(
-    scenario: ScenarioConfig, policy: str, seed: int, budget: Budget, work: Path
-) -> dict[str, float]:
-    eval_config = scenario.replace(seed=seed + EVAL_SEED_OFFSET)
-    catalogue = build_catalogue(scenario.catalogue)
-    start = time.perf_counter()
-    if policy in ("t2drl", "ddpg-t2drl"):
-        run_dir = work / f"{policy}_seed{seed}"
-        caching, allocation = _train_and_load(scenario, policy, seed, budget, run_dir)
-    else:
-        caching, allocation = make_policies(policy, eval_config, catalogue)
-    summary, _ = run(eval_config, caching, allocation, budget.eval_episodes, catalogue=catalogue)
-    return {
-        "utility": summary.utility,
-        "hit_ratio": summary.hit_ratio,
-        "violation_rate": summary.violation_rate,
-        "mean_slot_reward": summary.mean_slot_reward,
-        "decision_ms_per_slot": summary.decision_ms_per_slot,
-        "wall_s": time.perf_counter() - start,
-    }
 
 
 def _plot_lines(
@@ -167,7 +268,6 @@ def _plot_lines(
     plt.close(fig)
 
 
-SWEEP_POLICIES = ("t2drl", "ddpg-t2drl", "schrs", "rcars", "optimal")
 SWEEP_METRICS = (
     "utility",
     "hit_ratio",
@@ -186,23 +286,42 @@ def _sweep(
     out: Path,
     configure: Callable[[float], ScenarioConfig],
     log: Callable[[str], None],
+    workers: Workers,
 ) -> None:
-    done = out / f"{name}.csv"  # rows of an interrupted run of this experiment are kept
-    rows = pd.read_csv(done).to_dict("records") if done.is_file() else []
-    finished = {(float(r[key]), r["policy"], int(r["seed"])) for r in rows}
+    tasks, points = [], []
     for value in values:
         scenario = configure(value)
-        for policy in SWEEP_POLICIES:
+        for policy in budget.policies:
             for seed in range(budget.seeds):
-                if (float(value), policy, seed) in finished:
-                    continue
-                result = _evaluate(scenario, policy, seed, budget, out / "work" / f"{key}{value}")
-                rows.append({key: value, "policy": policy, "seed": seed, **result})
-                log(
-                    f"{name} {key}={value} {policy} seed {seed}: utility {result['utility']:.3f} "
-                    f"hit {result['hit_ratio']:.3f} ({result['wall_s']:.1f} s)"
+                settings = None
+                if policy in ("t2drl", "ddpg-t2drl"):  # evaluated afterwards, on own episodes
+                    settings = _train_settings(budget, policy, seed, eval_every=budget.episodes)
+                tasks.append(
+                    RunTask(
+                        run_dir=str(out / "work" / f"{key}{value}" / f"{policy}_seed{seed}"),
+                        scenario=scenario.replace(seed=seed).to_dict(),
+                        policy=policy,
+                        seed=seed,
+                        train=settings,
+                        eval_episodes=budget.eval_episodes,
+                    )
                 )
-                atomic_write_text(done, pd.DataFrame(rows).to_csv(index=False))
+                points.append({key: value, "policy": policy, "seed": seed})
+    finished: dict[int, dict] = {}
+
+    def done(index: int) -> None:
+        result = json.loads((Path(tasks[index].run_dir) / "eval.json").read_text())["result"]
+        point = points[index]
+        finished[index] = {**point, **result}
+        log(
+            f"{name} {key}={point[key]} {point['policy']} seed {point['seed']}: utility "
+            f"{result['utility']:.3f} hit {result['hit_ratio']:.3f} ({result['wall_s']:.1f} s)"
+        )
+        rows = [finished[i] for i in sorted(finished)]  # the tasks' order, whatever finished
+        atomic_write_text(out / f"{name}.csv", pd.DataFrame(rows).to_csv(index=False))
+
+    workers.run(name, tasks, done)
+    rows = [finished[i] for i in range(len(tasks))]
     summary = summarise(pd.DataFrame(rows), [key, "policy"], SWEEP_METRICS)
     summary.to_csv(out / f"{name}_summary.csv", index=False)
     note = f"H={budget.episodes}, {budget.seeds} seeds, 95% CI"
@@ -228,7 +347,9 @@ def _sweep(
     )
 
 
-def fig7(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
+def fig7(
+    budget: Budget, out: Path, log: Callable[[str], None], workers: Workers = Workers()
+) -> None:
     base = ScenarioConfig()
     _sweep(
         "fig7",
@@ -239,10 +360,13 @@ def fig7(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
         out,
         lambda u: base.replace(**{"network.num_users": int(u)}),
         log,
+        workers,
     )
 
 
-def fig8(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
+def fig8(
+    budget: Budget, out: Path, log: Callable[[str], None], workers: Workers = Workers()
+) -> None:
     base = ScenarioConfig()
     _sweep(
         "fig8",
@@ -253,6 +377,7 @@ def fig8(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
         out,
         lambda c: base.replace(**{"catalogue.cache_capacity_gb": float(c)}),
         log,
+        workers,
     )
 
 
@@ -262,35 +387,39 @@ def _curves(
     budget: Budget,
     out: Path,
     log: Callable[[str], None],
+    workers: Workers,
 ) -> pd.DataFrame:
     """Train every variant on every seed; returns the stacked metrics.csv rows."""
-    from agents.t2drl import TrainConfig
-
-    frames = []
+    tasks, labels = [], []
     for label, (agent, allocator) in variants.items():
         for seed in range(budget.seeds):
-            run_dir = out / "work" / f"{label}_seed{seed}"
-            settings = TrainConfig(
-                agent=agent,
-                preset=budget.preset,
-                episodes=budget.episodes,
-                seed=seed,
-                allocator={**dict(budget.allocator), **allocator},
-                caching=dict(budget.caching),
-                checkpoint_every=10_000,
-                eval_every=budget.eval_every,
+            tasks.append(
+                RunTask(
+                    run_dir=str(out / "work" / f"{label}_seed{seed}"),
+                    scenario=ScenarioConfig().replace(seed=seed).to_dict(),
+                    policy=agent,
+                    seed=seed,
+                    train=_train_settings(budget, agent, seed, budget.eval_every, allocator),
+                )
             )
-            _train_once(settings, ScenarioConfig().replace(seed=seed), run_dir)
-            metrics = pd.read_csv(run_dir / "metrics.csv")
-            metrics.insert(0, "variant", label)
-            metrics.insert(1, "seed", seed)
-            frames.append(metrics)
-            log(
-                f"{name} {label} seed {seed}: last mean slot reward "
-                f"{metrics['mean_slot_reward'].iloc[-1]:.3f}"
-            )
-            atomic_write_text(out / f"{name}.csv", pd.concat(frames).to_csv(index=False))
-    return pd.concat(frames)
+            labels.append((label, seed))
+    frames: dict[int, pd.DataFrame] = {}
+
+    def done(index: int) -> None:
+        label, seed = labels[index]
+        metrics = pd.read_csv(Path(tasks[index].run_dir) / "metrics.csv")
+        metrics.insert(0, "variant", label)
+        metrics.insert(1, "seed", seed)
+        frames[index] = metrics
+        log(
+            f"{name} {label} seed {seed}: last mean slot reward "
+            f"{metrics['mean_slot_reward'].iloc[-1]:.3f}"
+        )
+        stacked = pd.concat([frames[i] for i in sorted(frames)])  # the tasks' order
+        atomic_write_text(out / f"{name}.csv", stacked.to_csv(index=False))
+
+    workers.run(name, tasks, done)
+    return pd.concat([frames[i] for i in range(len(tasks))])
 
 
 def _smoothed_last(metrics: pd.DataFrame, fraction: float = 0.1) -> float:
@@ -301,10 +430,12 @@ def _smoothed_last(metrics: pd.DataFrame, fraction: float = 0.1) -> float:
     return float(evals["eval_mean_slot_reward"].iloc[-tail:].mean())
 
 
-def fig6a(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
+def fig6a(
+    budget: Budget, out: Path, log: Callable[[str], None], workers: Workers = Workers()
+) -> None:
     steps = [1, 3, 5] if budget.quick else [1, 2, 3, 5, 8, 10]
     variants = {f"L={s}": ("t2drl", {"denoising_steps": s}) for s in steps}
-    rows = _curves("fig6a", variants, budget, out, log)
+    rows = _curves("fig6a", variants, budget, out, log, workers)
     converged = (
         rows.groupby(["variant", "seed"], sort=False)
         .apply(_smoothed_last, include_groups=False)
@@ -327,9 +458,11 @@ def fig6a(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
     )
 
 
-def fig6b(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
+def fig6b(
+    budget: Budget, out: Path, log: Callable[[str], None], workers: Workers = Workers()
+) -> None:
     variants = {"t2drl": ("t2drl", {}), "ddpg-t2drl": ("ddpg-t2drl", {})}
-    rows = _curves("fig6b", variants, budget, out, log)
+    rows = _curves("fig6b", variants, budget, out, log, workers)
     summary = summarise(rows, ["variant", "episode"], ["mean_slot_reward", "episode_reward"])
     summary.to_csv(out / "fig6b_summary.csv", index=False)
     evals = rows.dropna(subset=["eval_mean_slot_reward"])
@@ -357,8 +490,13 @@ def fig6b(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
     )
 
 
-def table3(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
-    """Decision time per slot vs U; the learned policies' time does not depend on training."""
+def table3(
+    budget: Budget, out: Path, log: Callable[[str], None], workers: Workers = Workers()
+) -> None:
+    """Decision time per slot vs U; the learned policies' time does not depend on training.
+
+    Always sequential, in this process, whatever ``workers`` says: it measures time, and
+    runs sharing the CPU would measure each other."""
     from agents.t2drl import LearnedAllocation, T2DRLAgents, TrainConfig
     from testbed.core.system_model import popular_cache
     from ue_emulator.world import World
@@ -426,7 +564,7 @@ def table3(budget: Budget, out: Path, log: Callable[[str], None]) -> None:
     )
 
 
-EXPERIMENTS: dict[str, Callable[[Budget, Path, Callable[[str], None]], None]] = {
+EXPERIMENTS: dict[str, Callable[[Budget, Path, Callable[[str], None], Workers], None]] = {
     "fig6a": fig6a,
     "fig6b": fig6b,
     "fig7": fig7,
@@ -443,18 +581,30 @@ def run_experiment(
     seeds: int | None = None,
     episodes: int | None = None,
     preset: str | None = None,
+    workers: int = 1,
+    progress: bool = False,
+    policies: Sequence[str] | None = None,
 ) -> Path:
-    """Run experiment ``name`` into ``out``. Finished runs already in ``out`` (from an
-    interrupted run of the same experiment) are kept and skipped."""
+    """Run experiment ``name`` into ``out``, its runs ``workers`` at a time in as many
+    processes (1: one after the other in this process), with a progress bar over them if
+    ``progress``. Finished runs already in ``out`` (from an interrupted run of the same
+    experiment) are kept and skipped. ``policies`` narrows the sweeps' policies."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
+    if workers < 1:
+        raise ValueError(f"workers = {workers}: allowed >= 1")
     budget = BUDGETS["quick" if quick else "full"]
     if seeds is not None or episodes is not None:
         budget = replace(budget, episodes=episodes or budget.episodes, seeds=seeds or budget.seeds)
     if preset is not None:
         budget = replace(budget, preset=preset)
+    if policies is not None:
+        unknown = sorted(set(policies) - set(SWEEP_POLICIES))
+        if unknown:
+            raise ValueError(f"policies {unknown}: allowed {list(SWEEP_POLICIES)}")
+        budget = replace(budget, policies=tuple(policies))
     out.mkdir(parents=True, exist_ok=True)
-    EXPERIMENTS[name](budget, out, log)
+    EXPERIMENTS[name](budget, out, log, Workers(workers, progress))
     return out
 
 

@@ -103,6 +103,8 @@ BAD_INPUTS = [
     (["train", "--set", "train.eval_every=0"], "eval_every"),
     (["experiment", "fig7", "--out", "{root}/nonempty"], "pass --overwrite"),
     (["experiment", "fig7", "--resume", "{root}/missing"], "no such experiment folder"),
+    (["experiment", "fig8", "--workers", "0"], "--workers = 0: allowed >= 1"),
+    (["experiment", "fig8", "--workers", "-2"], "--workers = -2: allowed >= 1"),
     (["curves", "{root}/missing", "--out", "{root}/c.png"], "not a run of `testbed train`"),
     (["curves", "{run}", "--out", "{root}/nonempty"], "is a folder, not a file"),
     (["config", "--out", "{root}/afile"], "--out {root}/afile exists: pass --overwrite"),

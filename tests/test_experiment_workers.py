@@ -1,0 +1,109 @@
+"""`testbed experiment --workers N` (issue 12): an experiment's runs are pure tasks, each
+a seeded function of its config to its run folder, so N processes give the numbers of one
+and a resumed experiment skips the runs it finished."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from testbed.experiments import run_experiment
+
+# SCHRS's evaluation is most of the time of fig8 and trains nothing: the learned agents,
+# one baseline and the optimiser still make both kinds of task
+POLICIES = ("t2drl", "ddpg-t2drl", "rcars", "optimal")
+
+
+def _fig8(out: Path, workers: int) -> None:
+    run_experiment(
+        "fig8",
+        out,
+        quick=True,
+        log=lambda message: None,
+        seeds=1,
+        episodes=1,
+        workers=workers,
+        policies=POLICIES,
+    )
+
+
+def _numbers(path: Path) -> pd.DataFrame:
+    """The CSV without its timing columns (wall time, decision time)."""
+    frame = pd.read_csv(path)
+    return frame.drop(columns=[c for c in frame if c.startswith(("wall_s", "decision_ms"))])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[int, Path]:
+    root = tmp_path_factory.mktemp("fig8")
+    for workers in (1, 2):
+        _fig8(root / f"workers{workers}", workers)
+    return {workers: root / f"workers{workers}" for workers in (1, 2)}
+
+
+def test_two_workers_give_the_numbers_of_one(runs) -> None:
+    for name in ("fig8.csv", "fig8_summary.csv"):
+        one, two = _numbers(runs[1] / name), _numbers(runs[2] / name)
+        assert len(one) == 7 * len(POLICIES)  # one seed: a row per point and policy
+        pd.testing.assert_frame_equal(one, two)
+    assert set(pd.read_csv(runs[2] / "fig8.csv")["policy"]) == set(POLICIES)
+    for png in ("fig8a.png", "fig8b.png"):
+        assert (runs[2] / png).stat().st_size > 0
+
+
+def _mtimes(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_resumed_experiment_runs_only_what_it_had_not_finished(runs, tmp_path) -> None:
+    out = tmp_path / "moved"  # a run folder is its own: the experiment may move
+    shutil.copytree(runs[1], out)
+    work = out / "work"
+    before = _mtimes(work)
+    _fig8(out, workers=1)
+    assert _mtimes(work) == before  # nothing trained or evaluated again
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fig8.csv"), pd.read_csv(runs[1] / "fig8.csv"))
+
+    # an interrupted experiment: one learned run lost its evaluation, another is unfinished
+    evaluated = work / "capacity_gb20" / "t2drl_seed0"
+    unfinished = work / "capacity_gb32" / "ddpg-t2drl_seed0"
+    (evaluated / "eval.json").unlink()
+    (unfinished / "checkpoint" / "manifest.json").unlink()
+    _fig8(out, workers=1)
+    after = _mtimes(work)
+
+    def kept(files: dict[Path, int]) -> dict[Path, int]:
+        return {
+            p: t
+            for p, t in files.items()
+            if not p.is_relative_to(unfinished) and p != evaluated / "eval.json"
+        }
+
+    assert (evaluated / "eval.json").is_file()
+    assert (unfinished / "checkpoint" / "manifest.json").is_file()  # trained again
+    assert after[evaluated / "eval.json"] > before[evaluated / "eval.json"]
+    assert kept(after) == kept(before)  # every other file untouched: finished runs skipped
+    pd.testing.assert_frame_equal(_numbers(out / "fig8.csv"), _numbers(runs[1] / "fig8.csv"))
+
+
+def test_training_curves_of_two_workers_are_those_of_one(tmp_path) -> None:
+    for workers in (1, 2):
+        run_experiment(
+            "fig6b",
+            tmp_path / f"workers{workers}",
+            quick=True,
+            log=lambda message: None,
+            seeds=1,
+            episodes=2,
+            workers=workers,
+        )
+    for name in ("fig6b.csv", "fig6b_summary.csv", "fig6b_eval_summary.csv"):
+        one, two = (_numbers(tmp_path / f"workers{w}" / name) for w in (1, 2))
+        pd.testing.assert_frame_equal(one, two)
+    assert list(pd.read_csv(tmp_path / "workers2" / "fig6b.csv")["variant"].unique()) == [
+        "t2drl",
+        "ddpg-t2drl",
+    ]
