@@ -392,6 +392,86 @@ def _curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_sweep(items: list[str]) -> tuple[list[str], list[tuple[str, list[Any]]]]:
+    """``--set`` items of `testbed sweep`: the fixed ones, and those whose VALUE is a list
+    ``V1,V2,...`` (the swept key)."""
+    fixed, swept = [], []
+    for item in items:
+        key, sep, text = item.partition("=")
+        if sep and "," in text and not text.lstrip().startswith(("[", '"', "'")):
+            swept.append((key, [_parse_value(value.strip()) for value in text.split(",")]))
+        else:
+            fixed.append(item)
+    return fixed, swept
+
+
+def _sweep_values(base: ScenarioConfig, key: str, values: list[Any]) -> list[float]:
+    """The swept values, each checked on the scenario (one line naming the key if bad)."""
+    if key == "seed":
+        raise UsageError("--set seed=...: the seeds are swept by --seeds N, not as a key")
+    if len(set(values)) != len(values) or len(values) < 2:
+        raise UsageError(f"--set {key}={values}: give at least two distinct values, V1,V2,...")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UsageError(f"--set {key}={value!r}: a sweep plots against numbers")
+        try:
+            base.replace(**{key: value})
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--set {key}={value!r}: {exc}") from exc
+    return values
+
+
+def _sweep_cmd(args: argparse.Namespace) -> int:
+    from testbed.experiments import make_budget, run_sweep
+
+    _reject_training_sets(args)
+    fixed, swept = _split_sweep(args.set)
+    if len(swept) != 1:
+        raise UsageError(
+            "name exactly one swept key as --set SECTION.KEY=V1,V2,... "
+            f"(got {len(swept)}: {[key for key, _ in swept]})"
+        )
+    key, raw = swept[0]
+    args.set = fixed
+    base = _scenario(args)
+    values = _sweep_values(base, key, raw)
+    try:
+        budget = make_budget(args.quick, args.seeds, args.episodes, args.preset, args.policies)
+    except ValueError as exc:
+        raise UsageError(f"--policies: {exc}") from exc
+    identity = {
+        "key": key,
+        "values": values,
+        "base": base.to_dict(),
+        "budget": asdict(budget),
+    }
+    if args.resume:
+        out = Path(args.resume)
+        stored = out / "sweep.json"
+        if not stored.is_file():
+            raise UsageError(f"--resume {out}: no sweep to continue (no sweep.json)")
+        if json.loads(stored.read_text()) != json.loads(json.dumps(identity)):
+            raise UsageError(
+                f"--resume {out}: the key, values, scenario, policies or budget differ from "
+                f"{stored}; drop them or start a new --out"
+            )
+    else:
+        out = check_out_dir(
+            args.out or f"runs/sweep__{key}__{int(time.time())}",
+            overwrite=args.overwrite,
+            resumable=True,
+        )
+        claim_out_dir(out, args.overwrite)
+        (out / "sweep.json").write_text(json.dumps(identity, indent=2) + "\n")
+        save_config(base, out / "config.toml")
+        (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    args.kept = lambda: f"every finished run is in {out}; --resume {out} continues"
+    report = (lambda message: None) if args.quiet else logging.getLogger("testbed.experiments").info
+    run_sweep(base, key, values, out, budget, report, args.workers, progress=not args.quiet)
+    print(f"sweep of {key} over {values} -> {out}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from agents.t2drl import export_policy
 
@@ -867,6 +947,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--quiet", action="store_true")
     exp.set_defaults(handler=_experiment)
+
+    swp = sub.add_parser(
+        "sweep",
+        help="any scenario key over a list of values: every policy at every value, "
+        "learned ones trained, CSV + plots against the key",
+    )
+    swp.add_argument("--config", default=None, help="the base scenario TOML (default: Table 2)")
+    _add_set(swp)
+    swp.add_argument(
+        "--policies",
+        nargs="+",
+        default=["optimal", "schrs", "rcars"],
+        metavar="NAME",
+        help="of t2drl, ddpg-t2drl, schrs, rcars, optimal (the learned ones are trained at "
+        "every point and seed; default: optimal schrs rcars)",
+    )
+    swp.add_argument("--seeds", type=int, default=None, help="seeds per point (default 3)")
+    swp.add_argument("--episodes", type=int, default=None, help="H per training run")
+    swp.add_argument("--quick", action="store_true", help="the quick budget of `experiment`")
+    swp.add_argument(
+        "--preset",
+        choices=["best", "default", "paper"],
+        default=None,
+        help="training preset of the learned runs (default: `default`)",
+    )
+    swp.add_argument("--workers", type=int, default=1, metavar="N", help="processes (default 1)")
+    swp.add_argument("--out", default=None)
+    swp.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
+    swp.add_argument("--resume", default=None, metavar="DIR", help="continue an interrupted sweep")
+    swp.add_argument("--quiet", action="store_true")
+    swp.set_defaults(handler=_sweep_cmd, seed=None)
 
     exp_ = sub.add_parser(
         "export",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -277,6 +278,12 @@ SWEEP_METRICS = (
 )
 
 
+def _point_folder(key: str, value: Any) -> str:
+    """The work folder of one point of a sweep, e.g. ``users10`` or
+    ``catalogue.cache_capacity_gb24.5`` (characters a path cannot hold become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{key}{value}")
+
+
 def _sweep(
     name: str,
     key: str,
@@ -291,6 +298,7 @@ def _sweep(
     tasks, points = [], []
     for value in values:
         scenario = configure(value)
+        point = _point_folder(key, value)
         for policy in budget.policies:
             for seed in range(budget.seeds):
                 settings = None
@@ -298,7 +306,7 @@ def _sweep(
                     settings = _train_settings(budget, policy, seed, eval_every=budget.episodes)
                 tasks.append(
                     RunTask(
-                        run_dir=str(out / "work" / f"{key}{value}" / f"{policy}_seed{seed}"),
+                        run_dir=str(out / "work" / point / f"{policy}_seed{seed}"),
                         scenario=scenario.replace(seed=seed).to_dict(),
                         policy=policy,
                         seed=seed,
@@ -573,6 +581,59 @@ EXPERIMENTS: dict[str, Callable[[Budget, Path, Callable[[str], None], Workers], 
 }
 
 
+def make_budget(
+    quick: bool,
+    seeds: int | None = None,
+    episodes: int | None = None,
+    preset: str | None = None,
+    policies: Sequence[str] | None = None,
+) -> Budget:
+    """The quick or full budget with the caller's overrides (None keeps the budget's)."""
+    budget = BUDGETS["quick" if quick else "full"]
+    if seeds is not None or episodes is not None:
+        budget = replace(budget, episodes=episodes or budget.episodes, seeds=seeds or budget.seeds)
+    if preset is not None:
+        budget = replace(budget, preset=preset)
+    if policies is not None:
+        unknown = sorted(set(policies) - set(SWEEP_POLICIES))
+        if unknown:
+            raise ValueError(f"policies {unknown}: allowed {list(SWEEP_POLICIES)}")
+        budget = replace(budget, policies=tuple(policies))
+    return budget
+
+
+def run_sweep(
+    base: ScenarioConfig,
+    key: str,
+    values: Sequence[float],
+    out: Path,
+    budget: Budget,
+    log: Callable[[str], None] = _log.info,
+    workers: int = 1,
+    progress: bool = False,
+) -> Path:
+    """``testbed sweep``: every policy of ``budget`` at every value of the scenario key
+    ``key`` (dotted, e.g. ``network.num_users``) over ``base``, ``budget.seeds`` seeds each,
+    the learned ones trained first; the same tasks, folders, CSVs and plots as Figs. 7-8
+    (``sweep.csv``, ``sweep_summary.csv``, ``sweepa.png`` hit ratio and ``sweepb.png``
+    utility against the key). Finished runs in ``out`` are skipped."""
+    if workers < 1:
+        raise ValueError(f"workers = {workers}: allowed >= 1")
+    out.mkdir(parents=True, exist_ok=True)
+    _sweep(
+        "sweep",
+        key,
+        key,
+        values,
+        budget,
+        out,
+        lambda value: base.replace(**{key: value}),
+        log,
+        Workers(workers, progress),
+    )
+    return out
+
+
 def run_experiment(
     name: str,
     out: Path,
@@ -593,16 +654,7 @@ def run_experiment(
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
     if workers < 1:
         raise ValueError(f"workers = {workers}: allowed >= 1")
-    budget = BUDGETS["quick" if quick else "full"]
-    if seeds is not None or episodes is not None:
-        budget = replace(budget, episodes=episodes or budget.episodes, seeds=seeds or budget.seeds)
-    if preset is not None:
-        budget = replace(budget, preset=preset)
-    if policies is not None:
-        unknown = sorted(set(policies) - set(SWEEP_POLICIES))
-        if unknown:
-            raise ValueError(f"policies {unknown}: allowed {list(SWEEP_POLICIES)}")
-        budget = replace(budget, policies=tuple(policies))
+    budget = make_budget(quick, seeds, episodes, preset, policies)
     out.mkdir(parents=True, exist_ok=True)
     EXPERIMENTS[name](budget, out, log, Workers(workers, progress))
     return out

@@ -117,6 +117,17 @@ BAD_INPUTS = [
     (["run", "--frames", "0"], "timing.num_frames = 0 is out of range"),
     (["run", "--policy", "optimal+nope"], "unknown allocation part 'nope'"),
     (["run", "--policy", "rcars+t2drl"], "needs --checkpoint RUN_DIR (for its part t2drl)"),
+    (["sweep"], "name exactly one swept key as --set SECTION.KEY=V1,V2,..."),
+    (
+        ["sweep", "--set", "network.num_users=3,4", "--set", "utility.alpha=0.1,0.2"],
+        "name exactly one swept key",
+    ),
+    (["sweep", "--set", "network.num_users=3,0"], "network.num_users = 0 is out of range"),
+    (["sweep", "--set", "network.num_users=3,3"], "give at least two distinct values"),
+    (["sweep", "--set", "seed=1,2"], "the seeds are swept by --seeds N"),
+    (["sweep", "--set", "network.num_users=3,4", "--policies", "nope"], "policies ['nope']"),
+    (["sweep", "--set", "network.num_users=3,4", "--resume", "{root}/nonempty"], "no sweep.json"),
+    (["sweep", "--set", "network.num_users=3,4", "--out", "{root}/nonempty"], "is not empty"),
     # issue 11: the export command, the caching agents, the cloning options, the shipped policy
     (["export", "{root}/nonempty", "--out", "{root}/x"], "not a run of `testbed train`"),
     (["export", "{run}", "--out", "{root}/nonempty"], "exists and is not empty"),
