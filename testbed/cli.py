@@ -372,6 +372,7 @@ def _experiment(args: argparse.Namespace) -> int:
         preset=args.preset,
         workers=args.workers,
         progress=not args.quiet,
+        ray=args.ray or "",
     )
     print(f"{args.name} ({preset}) -> {out}")
     return 0
@@ -467,7 +468,7 @@ def _sweep_cmd(args: argparse.Namespace) -> int:
         (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
     args.kept = lambda: f"every finished run is in {out}; --resume {out} continues"
     report = (lambda message: None) if args.quiet else logging.getLogger("testbed.experiments").info
-    run_sweep(base, key, values, out, budget, report, args.workers, progress=not args.quiet)
+    run_sweep(base, key, values, out, budget, report, args.workers, not args.quiet, args.ray or "")
     print(f"sweep of {key} over {values} -> {out}")
     return 0
 
@@ -807,6 +808,11 @@ def _add_set(parser: argparse.ArgumentParser, training: bool = False) -> None:
     )
 
 
+RAY_HELP = (
+    "send the runs to Ray: `local` (a Ray instance on this machine with --workers CPUs), "
+    "`auto` (the cluster this machine joined with `ray start`) or the cluster's ADDRESS; "
+    "needs pip install -e '.[ray]'"
+)
 _POLICY_HELP = (
     f"one of {', '.join(POLICIES)}, or CACHING{COMPOSITE}ALLOCATION: the caching of one "
     "with the allocation of another (e.g. t2drl+optimal)"
@@ -940,6 +946,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the training and evaluation runs in N processes, one torch thread each "
         "(default 1: one after the other; table3 always runs alone: it measures time)",
     )
+    exp.add_argument("--ray", default=None, metavar="local|auto|ADDRESS", help=RAY_HELP)
     exp.add_argument("--out", default=None)
     exp.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
     exp.add_argument(
@@ -973,6 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="training preset of the learned runs (default: `default`)",
     )
     swp.add_argument("--workers", type=int, default=1, metavar="N", help="processes (default 1)")
+    swp.add_argument("--ray", default=None, metavar="local|auto|ADDRESS", help=RAY_HELP)
     swp.add_argument("--out", default=None)
     swp.add_argument("--overwrite", action="store_true", help="replace an existing --out whole")
     swp.add_argument("--resume", default=None, metavar="DIR", help="continue an interrupted sweep")

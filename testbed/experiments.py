@@ -41,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from testbed.core.config import ScenarioConfig, build_catalogue
+from testbed.core.errors import UsageError
 from testbed.core.metrics import summarise
 from testbed.core.outputs import atomic_write_text
 from testbed.core.seeding import EVAL_SEED_OFFSET, Role, policy_seed
@@ -156,6 +157,52 @@ def _start_worker() -> None:
     torch.set_num_threads(1)
 
 
+def task_complete(task: RunTask) -> bool:
+    """Whether ``task.run_dir`` already holds the task's results, finished (then a run of
+    it would change nothing)."""
+    run_dir = Path(task.run_dir)
+    if task.train is not None:
+        manifest = run_dir / "checkpoint" / "manifest.json"
+        stored = run_dir / "train.json"
+        if not (manifest.is_file() and stored.is_file()):
+            return False
+        if json.loads(stored.read_text()) != json.loads(json.dumps(task.train)):
+            return False
+        if json.loads(manifest.read_text())["episode"] != task.train["episodes"]:
+            return False
+    if not task.eval_episodes:
+        return task.train is not None
+    result = run_dir / "eval.json"
+    identity = json.loads(json.dumps({k: v for k, v in asdict(task).items() if k != "run_dir"}))
+    return result.is_file() and json.loads(result.read_text())["task"] == identity
+
+
+def _run_packed(task: RunTask) -> dict[str, bytes]:
+    """A Ray task: run ``task`` in a fresh temporary folder of the worker's machine and
+    return the run folder's files (relative path -> bytes); the driver writes them into
+    ``task.run_dir``. No shared file system is needed."""
+    import tempfile
+
+    _start_worker()
+    with tempfile.TemporaryDirectory(prefix="testbed-ray-") as tmp:
+        folder = Path(tmp) / "run"
+        run_task(replace(task, run_dir=str(folder)))
+        return {
+            str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*"))
+            if path.is_file()
+        }
+
+
+def _unpack(files: dict[str, bytes], run_dir: Path) -> None:
+    """Write a run folder returned by :func:`_run_packed` in place of ``run_dir``."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for name, data in files.items():
+        path = run_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
 @dataclass(frozen=True)
 class Workers:
     """How an experiment runs its tasks: ``count`` processes (1: in this process, in order),
@@ -163,6 +210,13 @@ class Workers:
 
     count: int = 1
     progress: bool = False
+    ray: str = ""
+    """Empty: local processes. Otherwise the tasks go to Ray (the optional extra
+    ``.[ray]``): ``local`` starts a Ray instance on this machine with ``count`` CPUs,
+    ``auto`` joins the cluster this machine belongs to (``ray start``), anything else is
+    the cluster's address (``ray.init(address=...)``); a Ray session this process already
+    holds is used as it is. Each task runs in a temporary folder of its worker and its
+    files come back through Ray's object store, so the nodes share no file system."""
 
     def run(self, name: str, tasks: Sequence[RunTask], done: Callable[[int], None]) -> None:
         """Run every task, calling ``done(index)`` here as each one finishes (in the tasks'
@@ -175,6 +229,9 @@ class Workers:
         logs = logging_redirect_tqdm() if self.progress else nullcontext()  # under the bar
         bar = tqdm(total=len(tasks), desc=name, unit="run", disable=not self.progress)
         with logs, bar:
+            if self.ray:
+                self._run_ray(tasks, done, bar)
+                return
             if self.count == 1:
                 for index, task in enumerate(tasks):
                     run_task(task)
@@ -197,6 +254,42 @@ class Workers:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             pool.shutdown()
+
+    def _run_ray(self, tasks: Sequence[RunTask], done: Callable[[int], None], bar) -> None:
+        """The tasks on Ray, one CPU each; finished ones (:func:`task_complete`) are skipped
+        here, since the workers do not see this machine's folders."""
+        try:
+            import ray
+        except ImportError as exc:
+            raise UsageError("--ray needs the optional extra: pip install -e '.[ray]'") from exc
+        started = False
+        if not ray.is_initialized():
+            try:
+                if self.ray == "local":
+                    ray.init(num_cpus=self.count, include_dashboard=False, log_to_driver=False)
+                else:
+                    ray.init(address=self.ray, log_to_driver=False)
+            except Exception as exc:  # noqa: BLE001 (Ray raises several kinds here)
+                raise UsageError(f"--ray {self.ray}: cannot start or reach Ray: {exc}") from exc
+            started = True
+        try:
+            remote = ray.remote(num_cpus=1)(_run_packed)
+            pending = {}
+            for index, task in enumerate(tasks):
+                if task_complete(task):
+                    bar.update()
+                    done(index)
+                else:
+                    pending[remote.remote(task)] = index
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                index = pending.pop(ready[0])
+                _unpack(ray.get(ready[0]), Path(tasks[index].run_dir))
+                bar.update()
+                done(index)
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def _train_settings(
@@ -611,6 +704,7 @@ def run_sweep(
     log: Callable[[str], None] = _log.info,
     workers: int = 1,
     progress: bool = False,
+    ray: str = "",
 ) -> Path:
     """``testbed sweep``: every policy of ``budget`` at every value of the scenario key
     ``key`` (dotted, e.g. ``network.num_users``) over ``base``, ``budget.seeds`` seeds each,
@@ -629,7 +723,7 @@ def run_sweep(
         out,
         lambda value: base.replace(**{key: value}),
         log,
-        Workers(workers, progress),
+        Workers(workers, progress, ray),
     )
     return out
 
@@ -645,18 +739,20 @@ def run_experiment(
     workers: int = 1,
     progress: bool = False,
     policies: Sequence[str] | None = None,
+    ray: str = "",
 ) -> Path:
     """Run experiment ``name`` into ``out``, its runs ``workers`` at a time in as many
     processes (1: one after the other in this process), with a progress bar over them if
     ``progress``. Finished runs already in ``out`` (from an interrupted run of the same
-    experiment) are kept and skipped. ``policies`` narrows the sweeps' policies."""
+    experiment) are kept and skipped. ``policies`` narrows the sweeps' policies; ``ray``
+    sends the runs to Ray instead (:class:`Workers`)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
     if workers < 1:
         raise ValueError(f"workers = {workers}: allowed >= 1")
     budget = make_budget(quick, seeds, episodes, preset, policies)
     out.mkdir(parents=True, exist_ok=True)
-    EXPERIMENTS[name](budget, out, log, Workers(workers, progress))
+    EXPERIMENTS[name](budget, out, log, Workers(workers, progress, ray))
     return out
 
 

@@ -1,0 +1,54 @@
+"""`--ray` (issue 12, item 3): the same run tasks on a Ray instance give the numbers of the
+local path; the run folders come back through Ray's object store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from testbed.experiments import run_experiment
+
+ray = pytest.importorskip("ray")  # the optional extra; installed by the test extra
+
+POLICIES = ("t2drl", "optimal", "rcars")
+
+
+def _numbers(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    return frame.drop(columns=[c for c in frame if c.startswith(("wall_s", "decision_ms"))])
+
+
+def _fig8(out: Path, **kwargs) -> None:
+    run_experiment(
+        "fig8",
+        out,
+        quick=True,
+        log=lambda m: None,
+        seeds=1,
+        episodes=1,
+        policies=POLICIES,
+        **kwargs,
+    )
+
+
+def test_a_local_ray_instance_gives_the_numbers_of_the_sequential_run(tmp_path) -> None:
+    _fig8(tmp_path / "local")
+    _fig8(tmp_path / "ray", workers=2, ray="local")  # starts Ray with 2 CPUs, then stops it
+    assert not ray.is_initialized()
+    for name in ("fig8.csv", "fig8_summary.csv"):
+        pd.testing.assert_frame_equal(
+            _numbers(tmp_path / "local" / name), _numbers(tmp_path / "ray" / name)
+        )
+    # the learned runs' folders came back whole: checkpoint, metrics and the evaluation
+    run = tmp_path / "ray" / "work" / "capacity_gb20" / "t2drl_seed0"
+    assert (run / "checkpoint" / "manifest.json").is_file() and (run / "eval.json").is_file()
+    assert (run / "metrics.csv").is_file()
+    # a resumed experiment submits nothing: every folder is complete here
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*") if p.is_file()}
+    _fig8(tmp_path / "ray", workers=2, ray="local")
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray" / "work").rglob("*")}
+    assert {p: t for p, t in after.items() if p.is_file()} == {
+        p: t for p, t in before.items() if p.is_relative_to(tmp_path / "ray" / "work")
+    }
