@@ -202,14 +202,7 @@ def _compare(args: argparse.Namespace) -> int:
                 "give the same --config/--seed/--users/--set"
             )
     else:
-        out = check_out_dir(
-            args.out or f"runs/compare__seed{config.seed}__{int(time.time())}",
-            overwrite=args.overwrite,
-            resumable=True,
-        )
-        claim_out_dir(out, args.overwrite)
-        save_config(config, out / "config.toml")
-        (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+        out = _new_run_folder(args, f"runs/compare__seed{config.seed}__{int(time.time())}", config)
     args.kept = lambda: f"every finished run is in {out / 'compare.csv'}; --resume {out} continues"
     summary = write_comparison(
         config,
@@ -353,13 +346,9 @@ def _experiment(args: argparse.Namespace) -> int:
         if not out.is_dir():
             raise UsageError(f"--resume {out}: no such experiment folder")
     else:
-        out = check_out_dir(
-            args.out or f"runs/experiment__{args.name}__{preset}__{int(time.time())}",
-            overwrite=args.overwrite,
-            resumable=True,
+        out = _new_run_folder(
+            args, f"runs/experiment__{args.name}__{preset}__{int(time.time())}", None
         )
-        claim_out_dir(out, args.overwrite)
-        (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
     args.kept = lambda: f"every finished run is in {out}; --resume {out} continues"
     report = (lambda message: None) if args.quiet else logging.getLogger("testbed.experiments").info
     run_experiment(
@@ -391,6 +380,17 @@ def _curves(args: argparse.Namespace) -> int:
     curves.to_csv(table, index_label="episode")
     print(f"-> {out}")
     return 0
+
+
+def _new_run_folder(args: argparse.Namespace, default: str, config: ScenarioConfig | None) -> Path:
+    """A resumable command's new ``--out`` (else ``default``): checked, claimed, with the
+    scenario (if any) and the provenance ``run.json`` written first."""
+    out = check_out_dir(args.out or default, overwrite=args.overwrite, resumable=True)
+    claim_out_dir(out, args.overwrite)
+    if config is not None:
+        save_config(config, out / "config.toml")
+    (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
+    return out
 
 
 def _split_sweep(items: list[str]) -> tuple[list[str], list[tuple[str, list[Any]]]]:
@@ -457,15 +457,8 @@ def _sweep_cmd(args: argparse.Namespace) -> int:
                 f"{stored}; drop them or start a new --out"
             )
     else:
-        out = check_out_dir(
-            args.out or f"runs/sweep__{key}__{int(time.time())}",
-            overwrite=args.overwrite,
-            resumable=True,
-        )
-        claim_out_dir(out, args.overwrite)
+        out = _new_run_folder(args, f"runs/sweep__{key}__{int(time.time())}", base)
         (out / "sweep.json").write_text(json.dumps(identity, indent=2) + "\n")
-        save_config(base, out / "config.toml")
-        (out / "run.json").write_text(json.dumps(run_metadata(sys.argv), indent=2) + "\n")
     args.kept = lambda: f"every finished run is in {out}; --resume {out} continues"
     report = (lambda message: None) if args.quiet else logging.getLogger("testbed.experiments").info
     run_sweep(base, key, values, out, budget, report, args.workers, not args.quiet, args.ray or "")

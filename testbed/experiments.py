@@ -269,7 +269,7 @@ class Workers:
                     ray.init(num_cpus=self.count, include_dashboard=False, log_to_driver=False)
                 else:
                     ray.init(address=self.ray, log_to_driver=False)
-            except Exception as exc:  # noqa: BLE001 (Ray raises several kinds here)
+            except Exception as exc:
                 raise UsageError(f"--ray {self.ray}: cannot start or reach Ray: {exc}") from exc
             started = True
         try:

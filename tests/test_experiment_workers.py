@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runs import mtimes, numbers, tiny_fig8
 
 from testbed.experiments import run_experiment
 
@@ -18,22 +19,7 @@ POLICIES = ("t2drl", "ddpg-t2drl", "rcars", "optimal")
 
 
 def _fig8(out: Path, workers: int) -> None:
-    run_experiment(
-        "fig8",
-        out,
-        quick=True,
-        log=lambda message: None,
-        seeds=1,
-        episodes=1,
-        workers=workers,
-        policies=POLICIES,
-    )
-
-
-def _numbers(path: Path) -> pd.DataFrame:
-    """The CSV without its timing columns (wall time, decision time)."""
-    frame = pd.read_csv(path)
-    return frame.drop(columns=[c for c in frame if c.startswith(("wall_s", "decision_ms"))])
+    tiny_fig8(out, POLICIES, workers=workers)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +32,7 @@ def runs(tmp_path_factory) -> dict[int, Path]:
 
 def test_two_workers_give_the_numbers_of_one(runs) -> None:
     for name in ("fig8.csv", "fig8_summary.csv"):
-        one, two = _numbers(runs[1] / name), _numbers(runs[2] / name)
+        one, two = numbers(runs[1] / name), numbers(runs[2] / name)
         assert len(one) == 7 * len(POLICIES)  # one seed: a row per point and policy
         pd.testing.assert_frame_equal(one, two)
     assert set(pd.read_csv(runs[2] / "fig8.csv")["policy"]) == set(POLICIES)
@@ -54,17 +40,13 @@ def test_two_workers_give_the_numbers_of_one(runs) -> None:
         assert (runs[2] / png).stat().st_size > 0
 
 
-def _mtimes(folder: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
-
-
 def test_a_resumed_experiment_runs_only_what_it_had_not_finished(runs, tmp_path) -> None:
     out = tmp_path / "moved"  # a run folder is its own: the experiment may move
     shutil.copytree(runs[1], out)
     work = out / "work"
-    before = _mtimes(work)
+    before = mtimes(work)
     _fig8(out, workers=1)
-    assert _mtimes(work) == before  # nothing trained or evaluated again
+    assert mtimes(work) == before  # nothing trained or evaluated again
     pd.testing.assert_frame_equal(pd.read_csv(out / "fig8.csv"), pd.read_csv(runs[1] / "fig8.csv"))
 
     # an interrupted experiment: one learned run lost its evaluation, another is unfinished
@@ -73,7 +55,7 @@ def test_a_resumed_experiment_runs_only_what_it_had_not_finished(runs, tmp_path)
     (evaluated / "eval.json").unlink()
     (unfinished / "checkpoint" / "manifest.json").unlink()
     _fig8(out, workers=1)
-    after = _mtimes(work)
+    after = mtimes(work)
 
     def kept(files: dict[Path, int]) -> dict[Path, int]:
         return {
@@ -86,7 +68,7 @@ def test_a_resumed_experiment_runs_only_what_it_had_not_finished(runs, tmp_path)
     assert (unfinished / "checkpoint" / "manifest.json").is_file()  # trained again
     assert after[evaluated / "eval.json"] > before[evaluated / "eval.json"]
     assert kept(after) == kept(before)  # every other file untouched: finished runs skipped
-    pd.testing.assert_frame_equal(_numbers(out / "fig8.csv"), _numbers(runs[1] / "fig8.csv"))
+    pd.testing.assert_frame_equal(numbers(out / "fig8.csv"), numbers(runs[1] / "fig8.csv"))
 
 
 def test_training_curves_of_two_workers_are_those_of_one(tmp_path) -> None:
@@ -101,7 +83,7 @@ def test_training_curves_of_two_workers_are_those_of_one(tmp_path) -> None:
             workers=workers,
         )
     for name in ("fig6b.csv", "fig6b_summary.csv", "fig6b_eval_summary.csv"):
-        one, two = (_numbers(tmp_path / f"workers{w}" / name) for w in (1, 2))
+        one, two = (numbers(tmp_path / f"workers{w}" / name) for w in (1, 2))
         pd.testing.assert_frame_equal(one, two)
     assert list(pd.read_csv(tmp_path / "workers2" / "fig6b.csv")["variant"].unique()) == [
         "t2drl",

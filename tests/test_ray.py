@@ -7,30 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from testbed.experiments import run_experiment
+from runs import numbers, tiny_fig8
 
 ray = pytest.importorskip("ray")  # the optional extra; installed by the test extra
 
 POLICIES = ("t2drl", "optimal", "rcars")
 
 
-def _numbers(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path)
-    return frame.drop(columns=[c for c in frame if c.startswith(("wall_s", "decision_ms"))])
-
-
 def _fig8(out: Path, **kwargs) -> None:
-    run_experiment(
-        "fig8",
-        out,
-        quick=True,
-        log=lambda m: None,
-        seeds=1,
-        episodes=1,
-        policies=POLICIES,
-        **kwargs,
-    )
+    tiny_fig8(out, POLICIES, **kwargs)
 
 
 def test_a_local_ray_instance_gives_the_numbers_of_the_sequential_run(tmp_path) -> None:
@@ -39,7 +24,7 @@ def test_a_local_ray_instance_gives_the_numbers_of_the_sequential_run(tmp_path) 
     assert not ray.is_initialized()
     for name in ("fig8.csv", "fig8_summary.csv"):
         pd.testing.assert_frame_equal(
-            _numbers(tmp_path / "local" / name), _numbers(tmp_path / "ray" / name)
+            numbers(tmp_path / "local" / name), numbers(tmp_path / "ray" / name)
         )
     # the learned runs' folders came back whole: checkpoint, metrics and the evaluation
     run = tmp_path / "ray" / "work" / "capacity_gb20" / "t2drl_seed0"

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runs import mtimes
 
 from testbed.cli import main
 from testbed.experiments import run_experiment
 
 TINY = ["--set", "timing.num_frames=2", "--set", "timing.slots_per_frame=4"]
-
-
-def _mtimes(folder: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +41,11 @@ def test_a_sweep_writes_every_point_policy_and_seed_with_plots(swept) -> None:
 
 
 def test_a_resumed_sweep_runs_nothing_again(swept) -> None:
-    before = _mtimes(swept / "work")
+    before = mtimes(swept / "work")
     args = ["sweep", "--resume", str(swept), "--set", "network.num_users=3,5", *TINY]
     args += ["--policies", "t2drl", "optimal", "rcars", "--seeds", "2", "--quick"]
     assert main([*args, "--episodes", "1", "--quiet"]) == 0
-    assert _mtimes(swept / "work") == before
+    assert mtimes(swept / "work") == before
     # another value list is another sweep: refused, not mixed in
     assert main([*args[:4], "network.num_users=3,6", *args[5:], "--quiet"]) == 2
 
