@@ -15,7 +15,7 @@ import torch
 
 from agents.nets import EpsilonGreedy, mlp, seed_streams, soft_update
 from agents.replay import ReplayBuffer
-from testbed.core.system_model import amend_cache, cache_to_action
+from testbed.core.system_model import amend_cache, cache_to_action, feasible_actions
 
 
 @dataclass
@@ -72,10 +72,10 @@ class DDQN(EpsilonGreedy):
         num_models: int,
         config: DDQNConfig,
         seed: int | np.random.SeedSequence = 0,
-        feasible: np.ndarray | None = None,
+        fits: tuple[np.ndarray, float] | None = None,
     ) -> None:
-        """``feasible``: the action codes that satisfy (11d), which exploration draws from
-        (``explore = "feasible"``); None means every code."""
+        """``fits``: the model sizes c_m and the capacity C; with ``explore = "feasible"``
+        exploration draws among the caches that satisfy (11d) with them (None: every code)."""
         config.validate()
         if num_models > MAX_MODELS:
             raise ValueError(
@@ -87,8 +87,8 @@ class DDQN(EpsilonGreedy):
         self.num_actions = 2**num_models
         self.explore_actions = (
             np.arange(self.num_actions)
-            if feasible is None or config.explore == "all"
-            else np.asarray(feasible, dtype=np.int64)
+            if fits is None or config.explore == "all"
+            else feasible_actions(*fits)
         )
         if not len(self.explore_actions):
             raise ValueError("no cache configuration satisfies (11d)")

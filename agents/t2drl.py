@@ -28,7 +28,6 @@ from safetensors.torch import load_file, save_file
 from agents.d3pg import D3PG, D3PGConfig
 from agents.ddpg import DDPG, ActorCriticConfig
 from agents.ddqn import DDQN, DDQNConfig
-from agents.ddqn import MAX_MODELS as DDQN_MAX_MODELS
 from agents.factored import FactoredCaching, FactoredConfig, random_fitting_cache
 from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue, load_config
 from testbed.core.errors import CheckpointError
@@ -40,7 +39,6 @@ from testbed.core.system_model import (
     STEP_AMENDERS,
     RadioParams,
     amend_allocation,
-    feasible_actions,
     frame_reward,
     score_slot,
     served_at_edge,
@@ -249,12 +247,7 @@ class T2DRLAgents:
         if isinstance(config, FactoredConfig):
             self.caching = FactoredCaching(sizes, capacity, config, cache_seed)
         else:
-            if m > DDQN_MAX_MODELS:
-                raise ValueError(
-                    f"catalogue.num_models = {m}: the paper's DDQN has 2^M outputs and allows "
-                    f"M <= {DDQN_MAX_MODELS}; use --caching factored"
-                )
-            self.caching = DDQN(m, config, cache_seed, feasible_actions(sizes, capacity))
+            self.caching = DDQN(m, config, cache_seed, (sizes, capacity))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

@@ -87,10 +87,11 @@ def test_ddqn_explores_only_caches_that_fit():
     catalogue = build_catalogue(ScenarioConfig().catalogue)  # the default: 280 of 1,024 fit
     feasible = feasible_actions(catalogue.size_gb, 20.0)
     assert len(feasible) == 280
-    agent = DDQN(10, DDQNConfig(), seed=0, feasible=feasible)  # epsilon = 1: always explores
+    fits = (catalogue.size_gb, 20.0)
+    agent = DDQN(10, DDQNConfig(), seed=0, fits=fits)  # epsilon = 1: always explores
     drawn = [agent.act(0.5, explore=True) for _ in range(500)]
     assert set(drawn) <= set(feasible.tolist()) and len(set(drawn)) > 150
-    old = DDQN(10, DDQNConfig(explore="all"), seed=0, feasible=feasible)
+    old = DDQN(10, DDQNConfig(explore="all"), seed=0, fits=fits)
     outside = [a for a in (old.act(0.5, explore=True) for _ in range(500)) if a not in feasible]
     assert len(outside) > 250  # the old draw: ~73% of codes break (11d)
     with pytest.raises(ValueError, match="explore = 'some'"):

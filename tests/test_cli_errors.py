@@ -134,7 +134,7 @@ BAD_INPUTS = [
     (["export", "{run}", "--out", "{root}/afile"], "is a file, not a folder"),
     (
         ["train", "--preset", "default", "--set", "catalogue.num_models=20"],
-        "allows M <= 16; use --caching factored",
+        "allows M <= 16; use the factored caching agent (--caching factored)",
     ),
     (["train", "--set", "train.counterfactuals=-3"], "counterfactuals = -3"),
     (
