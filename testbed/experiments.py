@@ -120,16 +120,12 @@ def run_task(task: RunTask) -> Path:
     ``task.run_dir``, unless it already holds them, finished; returns the folder."""
     run_dir = Path(task.run_dir)
     scenario = ScenarioConfig.from_dict(task.scenario)
-    result_path = run_dir / "eval.json"
-    identity = json.loads(json.dumps({k: v for k, v in asdict(task).items() if k != "run_dir"}))
     start = time.perf_counter()
     if task.train is not None:
         from agents.t2drl import TrainConfig
 
         _train_once(TrainConfig(**task.train), scenario, run_dir)
-    if not task.eval_episodes:
-        return run_dir
-    if result_path.is_file() and json.loads(result_path.read_text())["task"] == identity:
+    if not task.eval_episodes or _evaluated(task):
         return run_dir
     eval_config = scenario.replace(seed=task.seed + EVAL_SEED_OFFSET)
     catalogue = build_catalogue(scenario.catalogue)
@@ -147,8 +143,38 @@ def run_task(task: RunTask) -> Path:
         "wall_s": time.perf_counter() - start,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(result_path, json.dumps({"task": identity, "result": result}, indent=2))
+    record = {"task": _identity(task), "result": result}
+    atomic_write_text(run_dir / "eval.json", json.dumps(record, indent=2))
     return run_dir
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(value))
+
+
+def _identity(task: RunTask) -> dict[str, Any]:
+    """What an evaluation's results depend on: the task without its folder (a moved
+    experiment keeps its runs)."""
+    return _as_json({k: v for k, v in asdict(task).items() if k != "run_dir"})
+
+
+def _trained(run_dir: Path, settings: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` holds the training run of ``settings`` (TrainConfig fields),
+    finished."""
+    manifest, stored = run_dir / "checkpoint" / "manifest.json", run_dir / "train.json"
+    return (
+        manifest.is_file()
+        and stored.is_file()
+        and json.loads(stored.read_text()) == _as_json(settings)
+        and json.loads(manifest.read_text())["episode"] == settings["episodes"]
+    )
+
+
+def _evaluated(task: RunTask) -> bool:
+    """Whether ``task.run_dir`` holds this task's evaluation."""
+    result = Path(task.run_dir) / "eval.json"
+    return result.is_file() and json.loads(result.read_text())["task"] == _identity(task)
 
 
 def _start_worker() -> None:
@@ -160,38 +186,32 @@ def _start_worker() -> None:
 def task_complete(task: RunTask) -> bool:
     """Whether ``task.run_dir`` already holds the task's results, finished (then a run of
     it would change nothing)."""
-    run_dir = Path(task.run_dir)
-    if task.train is not None:
-        manifest = run_dir / "checkpoint" / "manifest.json"
-        stored = run_dir / "train.json"
-        if not (manifest.is_file() and stored.is_file()):
-            return False
-        if json.loads(stored.read_text()) != json.loads(json.dumps(task.train)):
-            return False
-        if json.loads(manifest.read_text())["episode"] != task.train["episodes"]:
-            return False
-    if not task.eval_episodes:
-        return task.train is not None
-    result = run_dir / "eval.json"
-    identity = json.loads(json.dumps({k: v for k, v in asdict(task).items() if k != "run_dir"}))
-    return result.is_file() and json.loads(result.read_text())["task"] == identity
+    trained = task.train is None or _trained(Path(task.run_dir), task.train)
+    return trained and (not task.eval_episodes or _evaluated(task))
 
 
-def _run_packed(task: RunTask) -> dict[str, bytes]:
-    """A Ray task: run ``task`` in a fresh temporary folder of the worker's machine and
-    return the run folder's files (relative path -> bytes); the driver writes them into
-    ``task.run_dir``. No shared file system is needed."""
+def _pack(folder: Path) -> dict[str, bytes]:
+    """A run folder's files (relative path -> bytes), to travel through Ray."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _run_packed(task: RunTask, files: dict[str, bytes]) -> dict[str, bytes]:
+    """A Ray task: run ``task`` in a temporary folder of the worker's machine, seeded with
+    ``files`` (the driver's finished training run, if any, so that only its evaluation
+    is left), and return the folder's files; the driver writes them into ``task.run_dir``.
+    No shared file system is needed."""
     import tempfile
 
     _start_worker()
     with tempfile.TemporaryDirectory(prefix="testbed-ray-") as tmp:
         folder = Path(tmp) / "run"
+        _unpack(files, folder)
         run_task(replace(task, run_dir=str(folder)))
-        return {
-            str(path.relative_to(folder)): path.read_bytes()
-            for path in sorted(folder.rglob("*"))
-            if path.is_file()
-        }
+        return _pack(folder)
 
 
 def _unpack(files: dict[str, bytes], run_dir: Path) -> None:
@@ -280,7 +300,9 @@ class Workers:
                     bar.update()
                     done(index)
                 else:
-                    pending[remote.remote(task)] = index
+                    run_dir = Path(task.run_dir)
+                    trained = task.train is not None and _trained(run_dir, task.train)
+                    pending[remote.remote(task, _pack(run_dir) if trained else {})] = index
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 index = pending.pop(ready[0])
@@ -316,13 +338,8 @@ def _train_once(settings, scenario: ScenarioConfig, run_dir: Path) -> None:
     experiment keeps it); an unfinished one is trained again from scratch."""
     from testbed.training import train
 
-    state = run_dir / "checkpoint" / "manifest.json"
-    if state.is_file() and (run_dir / "train.json").is_file():
-        stored = json.loads((run_dir / "train.json").read_text())
-        if stored == asdict(settings) and json.loads(state.read_text())["episode"] == (
-            settings.episodes
-        ):
-            return
+    if _trained(run_dir, asdict(settings)):
+        return
     shutil.rmtree(run_dir, ignore_errors=True)
     train(settings, scenario, run_dir)
 

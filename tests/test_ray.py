@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import numbers, tiny_fig8
+from runs import mtimes, numbers, tiny_fig8
 
 ray = pytest.importorskip("ray")  # the optional extra; installed by the test extra
 
@@ -31,9 +31,17 @@ def test_a_local_ray_instance_gives_the_numbers_of_the_sequential_run(tmp_path) 
     assert (run / "checkpoint" / "manifest.json").is_file() and (run / "eval.json").is_file()
     assert (run / "metrics.csv").is_file()
     # a resumed experiment submits nothing: every folder is complete here
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*") if p.is_file()}
+    work = tmp_path / "ray" / "work"
+    before = mtimes(work)
     _fig8(tmp_path / "ray", workers=2, ray="local")
-    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray" / "work").rglob("*")}
-    assert {p: t for p, t in after.items() if p.is_file()} == {
-        p: t for p, t in before.items() if p.is_relative_to(tmp_path / "ray" / "work")
-    }
+    assert mtimes(work) == before
+    # a run whose training finished but whose evaluation was lost travels with its training:
+    # only the evaluation runs again (a retraining would write a new TensorBoard events file)
+    events = sorted(p.name for p in (run / "tb").iterdir())
+    (run / "eval.json").unlink()
+    _fig8(tmp_path / "ray", workers=2, ray="local")
+    assert (run / "eval.json").is_file()
+    assert sorted(p.name for p in (run / "tb").iterdir()) == events
+    pd.testing.assert_frame_equal(
+        numbers(tmp_path / "local" / "fig8.csv"), numbers(tmp_path / "ray" / "fig8.csv")
+    )
