@@ -20,7 +20,8 @@ from agents.t2drl import (
     counterfactuals,
 )
 from testbed.core.config import ScenarioConfig, build_catalogue
-from testbed.core.system_model import popular_cache, served_at_edge
+from testbed.core.records import FrameState, SlotStep
+from testbed.core.system_model import RadioParams, popular_cache, score_slot, served_at_edge
 from ue_emulator.world import sample_slots
 
 SMALL = ScenarioConfig().replace(**{"network.num_users": 4})
@@ -140,10 +141,12 @@ def test_an_actor_cloning_the_optimiser_gives_exactly_zero_steps_where_it_does()
     teacher = OptimalAllocation(SMALL, catalogue)
     slots = sample_slots(SMALL, 1, 64, np.random.SeedSequence(21))
     cache = popular_cache(SMALL, catalogue, 0.5)
+    radio = RadioParams.from_config(SMALL)
     for _ in range(12):
         for slot in slots:
-            learner.allocate(slot, cache)
-            learner.on_slot(_Step(_Outcome(-40.0)))
+            b, xi = learner.allocate(slot, cache)
+            outcome = score_slot(radio, catalogue, slot, cache, b, xi)
+            learner.on_slot(SlotStep(0, slot, cache, b, xi, outcome, 0.0))
     zero_users, exact_zero = 0, 0
     for slot in slots:
         _, xi_opt = teacher.allocate(slot, cache)
@@ -155,24 +158,12 @@ def test_an_actor_cloning_the_optimiser_gives_exactly_zero_steps_where_it_does()
     assert zero_users > 20 and exact_zero / zero_users > 0.9
 
 
-class _Outcome:
-    def __init__(self, reward: float) -> None:
-        self.reward = np.float64(reward)
-
-
-class _Step:
-    def __init__(self, outcome: _Outcome) -> None:
-        self.outcome = outcome
-
-
 @pytest.mark.parametrize("agent", ["t2drl", "ddpg-t2drl"])
 def test_shipped_policy_matches_the_optimiser_on_held_out_slots(agent):
     """The pretrained `best` policy (agents/pretrained) on slots no training drew: the cache
     equals the exact enumeration's in every popularity state, and the cloned allocation's
     utility is within 0.5% of the optimiser's on average (measured: 0.003-0.03%), its
     bandwidth shares within 0.05 of the KKT split."""
-    from testbed.core.records import FrameState
-    from testbed.core.system_model import RadioParams, score_slot
     from testbed.policies import PRETRAINED, make_policies
 
     config = ScenarioConfig()
