@@ -174,12 +174,6 @@ class FactoredCaching(EpsilonGreedy):
         """w_m(s) of every model (scaled reward units: higher is better)."""
         return self.q(torch.tensor([[gamma]], dtype=torch.float32))[0, 1:].double().numpy()
 
-    def q_value(self, gamma: float, cache: np.ndarray) -> float:
-        """Q(s, rho) for one cache."""
-        with torch.no_grad():
-            out = self.q(torch.tensor([[gamma]], dtype=torch.float32))[0].double().numpy()
-        return float(out[0] + out[1:] @ np.asarray(cache, dtype=float))
-
     def select(self, gamma: float, explore: bool) -> np.ndarray:
         """epsilon-greedy over caches that fit in training, the knapsack optimum otherwise."""
         if explore and self.rng.random() < self.epsilon:

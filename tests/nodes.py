@@ -228,3 +228,18 @@ def start_live_nodes(config) -> dict:
     edge = serve_edge(config, cloud=cloud.address, threads=1)
     users = serve_users(config, edge=edge.address, cloud=cloud.address)
     return {"cloud": cloud, "edge": edge, "users": users}
+
+
+def live_run(config, nodes: dict, out, policy: str, **kwargs) -> dict:
+    """``policy`` played live on ``nodes`` (:func:`start_live_nodes`) into ``out``, the
+    scenario saved there first as `testbed run` does; ``kwargs`` go to ``run_live``."""
+    from testbed.core.config import build_catalogue, save_config
+    from testbed.live import run_live
+    from testbed.policies import make_policies
+
+    catalogue = build_catalogue(config.catalogue)
+    caching, allocation = make_policies(policy, config, catalogue)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.toml")
+    users, edge = nodes["users"].address, nodes["edge"].address
+    return run_live(config, catalogue, caching, allocation, users, edge, out, **kwargs)

@@ -18,15 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from nodes import start_live_nodes
+from nodes import live_run, start_live_nodes
 
 from testbed.cli import LIVE_SCENARIO, main, parse_faults
-from testbed.core.config import build_catalogue, load_config, save_config
+from testbed.core.config import load_config, save_config
 from testbed.core.errors import UsageError
 from testbed.core.protocols import Hooks
 from testbed.core.records import SlotStep
-from testbed.live import Faults, run_live
-from testbed.policies import make_policies
+from testbed.live import Faults
 from testbed.proto.runtime import Pacer
 from testbed.traces import LIVE_TRACE_SCHEMA, read_trace
 
@@ -60,22 +59,8 @@ class StopAfter(Hooks):
 
 def _live(config, nodes, out: Path, policy: str = "rcars", **kwargs) -> tuple[dict, pd.DataFrame]:
     """A live run of ``policy``; the links run 20x real time (cache fills take 0.3 s, not 7)."""
-    catalogue = build_catalogue(config.catalogue)
-    caching, allocation = make_policies(policy, config, catalogue)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.toml")
-    info = run_live(
-        config,
-        catalogue,
-        caching,
-        allocation,
-        nodes["users"].address,
-        nodes["edge"].address,
-        out,
-        gallery_users=0,
-        time_scale=kwargs.pop("time_scale", 20.0),
-        **kwargs,
-    )
+    time_scale = kwargs.pop("time_scale", 20.0)
+    info = live_run(config, nodes, out, policy, gallery_users=0, time_scale=time_scale, **kwargs)
     return info, read_trace(out / "trace.parquet", LIVE_TRACE_SCHEMA)
 
 

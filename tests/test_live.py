@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from nodes import start_live_nodes
+from nodes import live_run, start_live_nodes
 
 from testbed.cli import LIVE_SCENARIO, main
 from testbed.core.config import build_catalogue, load_config
 from testbed.core.system_model import integer_steps
-from testbed.policies import make_policies
 from testbed.report import BREAKDOWN, summarise_live, write_report
 from testbed.traces import LIVE_TRACE_SCHEMA, read_trace
 
@@ -40,23 +39,8 @@ def nodes(config):
 
 @pytest.fixture(scope="module")
 def run(config, nodes, tmp_path_factory) -> tuple[Path, dict]:
-    from testbed.core.config import save_config
-    from testbed.live import run_live
-
     out = tmp_path_factory.mktemp("live")
-    save_config(config, out / "config.toml")  # as `testbed run` does
-    catalogue = build_catalogue(config.catalogue)
-    caching, allocation = make_policies("optimal", config, catalogue)
-    info = run_live(
-        config,
-        catalogue,
-        caching,
-        allocation,
-        nodes["users"].address,
-        nodes["edge"].address,
-        out,
-        gallery_users=1,
-    )
+    info = live_run(config, nodes, out, "optimal", gallery_users=1)
     return out, info
 
 
