@@ -243,3 +243,22 @@ def live_run(config, nodes: dict, out, policy: str, **kwargs) -> dict:
     save_config(config, out / "config.toml")
     users, edge = nodes["users"].address, nodes["edge"].address
     return run_live(config, catalogue, caching, allocation, users, edge, out, **kwargs)
+
+
+def user_allocations(slot, catalogue, steps: int, rate_bps: float, **fields) -> list:
+    """One ``UserAllocation`` per user of ``slot`` (a wire or a world slot): its model,
+    ``steps`` steps, both radio links at ``rate_bps``, its own d_in and d_op."""
+    from testbed.proto import users_pb2
+
+    return [
+        users_pb2.UserAllocation(
+            model=catalogue.names[service],
+            steps=steps,
+            uplink_rate_bps=rate_bps,
+            downlink_rate_bps=rate_bps,
+            input_bytes=math.ceil(slot.input_bits[user] / 8),
+            output_bytes=math.ceil(catalogue.output_bits[service] / 8),
+            **fields,
+        )
+        for user, service in enumerate(slot.services)
+    ]

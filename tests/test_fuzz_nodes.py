@@ -64,6 +64,7 @@ from nodes import (
     request_arrays,
     request_header,
     upload_chunks,
+    user_allocations,
 )
 
 from cloud_node import server as cloud_server
@@ -479,17 +480,7 @@ def base_allocation(slot: users_pb2.SlotState) -> users_pb2.SlotAllocation:
     return users_pb2.SlotAllocation(
         frame=slot.frame,
         slot=slot.slot,
-        users=[
-            users_pb2.UserAllocation(
-                model=CATALOGUE.names[service],
-                steps=0,
-                uplink_rate_bps=FAST_BPS,
-                downlink_rate_bps=FAST_BPS,
-                input_bytes=math.ceil(slot.input_bits[user] / 8),
-                output_bytes=math.ceil(CATALOGUE.output_bits[service] / 8),
-            )
-            for user, service in enumerate(slot.services)
-        ],
+        users=user_allocations(slot, CATALOGUE, steps=0, rate_bps=FAST_BPS),
         backhaul_up_rate_bps=FAST_BPS,
         backhaul_down_rate_bps=FAST_BPS,
         time_scale=1.0,

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from nodes import user_allocations
 
 from testbed.core.config import ConfigError, ScenarioConfig, build_catalogue, load_config
 from testbed.core.records import SlotState
@@ -159,18 +160,7 @@ def allocation(slot: SlotState, **fields: float) -> users_pb2.SlotAllocation:
     return users_pb2.SlotAllocation(
         frame=slot.frame,
         slot=slot.slot,
-        users=[
-            users_pb2.UserAllocation(
-                model=CATALOGUE.names[service],
-                steps=1,
-                cached=True,
-                uplink_rate_bps=1e9,
-                downlink_rate_bps=1e9,
-                input_bytes=math.ceil(slot.input_bits[u] / 8),
-                output_bytes=math.ceil(CATALOGUE.output_bits[service] / 8),
-            )
-            for u, service in enumerate(slot.services)
-        ],
+        users=user_allocations(slot, CATALOGUE, steps=1, rate_bps=1e9, cached=True),
         backhaul_up_rate_bps=LIVE.network.backhaul_up_rate_bps,
         backhaul_down_rate_bps=LIVE.network.backhaul_down_rate_bps,
         **(defaults | fields),
