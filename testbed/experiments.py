@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from testbed.core.config import ScenarioConfig, build_catalogue
@@ -413,7 +414,9 @@ def _sweep(
             for seed in range(budget.seeds):
                 settings = None
                 if policy in ("t2drl", "ddpg-t2drl"):  # evaluated afterwards, on own episodes
-                    settings = _train_settings(budget, policy, seed, eval_every=budget.episodes)
+                    # the full budget's evaluation curve shows each run's convergence
+                    every = budget.episodes if budget.quick else budget.eval_every
+                    settings = _train_settings(budget, policy, seed, eval_every=every)
                 tasks.append(
                     RunTask(
                         run_dir=str(out / "work" / point / f"{policy}_seed{seed}"),
@@ -442,6 +445,13 @@ def _sweep(
     rows = [finished[i] for i in range(len(tasks))]
     summary = summarise(pd.DataFrame(rows), [key, "policy"], SWEEP_METRICS)
     summary.to_csv(out / f"{name}_summary.csv", index=False)
+    learned = [(i, task) for i, task in enumerate(tasks) if task.train is not None]
+    if learned:
+        checks = [
+            {**points[i], **convergence(pd.read_csv(Path(task.run_dir) / "metrics.csv"))}
+            for i, task in learned
+        ]
+        _write_convergence(name, pd.DataFrame(checks), out, log)
     note = f"H={budget.episodes}, {budget.seeds} seeds, 95% CI"
     _plot_lines(
         summary,
@@ -537,7 +547,64 @@ def _curves(
         atomic_write_text(out / f"{name}.csv", stacked.to_csv(index=False))
 
     workers.run(name, tasks, done)
+    checks = [
+        {"variant": label, "seed": seed, **convergence(frames[i], "eval_mean_slot_reward")}
+        for i, (label, seed) in enumerate(labels)
+    ]
+    _write_convergence(name, pd.DataFrame(checks), out, log)
     return pd.concat([frames[i] for i in range(len(tasks))])
+
+
+CONVERGENCE_TAIL = 0.2
+"""The share of a training run's evaluation curve whose flatness says it has converged."""
+FLAT_DRIFT = 0.01
+"""A curve is flat when the least-squares line through its tail moves by at most this share
+of the tail's mean over the tail."""
+
+
+def convergence(
+    metrics: pd.DataFrame, column: str = "eval_utility", tail: float = CONVERGENCE_TAIL
+) -> dict[str, Any]:
+    """Whether a training run (its ``metrics.csv``) has converged: its deterministic
+    evaluations (exploration off, every ``eval_every`` episodes) over the last ``tail`` of
+    training. ``drift`` is how far the least-squares line through them moves across that
+    window, ``spread`` their max - min, both as shares of their mean |value|; ``flat`` is
+    ``drift <= FLAT_DRIFT`` (a curve with fewer than 3 points in its tail is not judged)."""
+    evals = metrics.dropna(subset=[column])
+    episodes = evals["episode"].to_numpy(dtype=float)
+    values = evals[column].to_numpy(dtype=float)
+    start = metrics["episode"].max() + 1 - max(1, round(tail * len(metrics)))
+    window = episodes >= start
+    x, y = episodes[window], values[window]
+    result: dict[str, Any] = {
+        "eval_points": int(len(values)),
+        "tail_points": int(len(y)),
+        "tail_mean": float(y.mean()) if len(y) else float("nan"),
+        "drift": float("nan"),
+        "spread": float("nan"),
+        "flat": False,
+    }
+    if len(y) >= 3:
+        scale = max(abs(float(y.mean())), 1e-12)
+        slope = float(np.polyfit(x, y, 1)[0])
+        result["drift"] = abs(slope) * float(x[-1] - x[0]) / scale
+        result["spread"] = float(y.max() - y.min()) / scale
+        result["flat"] = bool(result["drift"] <= FLAT_DRIFT)
+    return result
+
+
+def _write_convergence(
+    name: str, checks: pd.DataFrame, out: Path, log: Callable[[str], None]
+) -> None:
+    """``<name>_convergence.csv``: :func:`convergence` of every learned run of an experiment."""
+    atomic_write_text(out / f"{name}_convergence.csv", checks.to_csv(index=False))
+    judged = checks[checks["tail_points"] >= 3]
+    log(
+        f"{name}: {int(judged['flat'].sum())} of {len(judged)} learned runs flat over the last "
+        f"{CONVERGENCE_TAIL:.0%} of training (largest drift {judged['drift'].max():.2%})"
+        if len(judged)
+        else f"{name}: too few evaluations to judge convergence"
+    )
 
 
 def _smoothed_last(metrics: pd.DataFrame, fraction: float = 0.1) -> float:
@@ -731,6 +798,7 @@ def run_sweep(
     if workers < 1:
         raise ValueError(f"workers = {workers}: allowed >= 1")
     out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     _sweep(
         "sweep",
         key,
@@ -742,6 +810,7 @@ def run_sweep(
         log,
         Workers(workers, progress, ray),
     )
+    _write_timing(out, time.perf_counter() - start, workers, ray, log)
     return out
 
 
@@ -769,8 +838,20 @@ def run_experiment(
         raise ValueError(f"workers = {workers}: allowed >= 1")
     budget = make_budget(quick, seeds, episodes, preset, policies)
     out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     EXPERIMENTS[name](budget, out, log, Workers(workers, progress, ray))
+    _write_timing(out, time.perf_counter() - start, workers, ray, log)
     return out
+
+
+def _write_timing(
+    out: Path, wall_s: float, workers: int, ray: str, log: Callable[[str], None]
+) -> None:
+    """``timing.json``: the wall time of this invocation (a resumed one counts only the runs
+    it did) and how it ran them."""
+    record = {"wall_s": round(wall_s, 3), "workers": workers, "ray": ray or None}
+    atomic_write_text(out / "timing.json", json.dumps(record, indent=2))
+    log(f"{out.name}: {wall_s:.0f} s wall, {workers} worker(s){f', Ray {ray}' if ray else ''}")
 
 
 def plot_training_curves(
