@@ -577,8 +577,8 @@ def convergence(
     window = episodes >= start
     x, y = episodes[window], values[window]
     result: dict[str, Any] = {
-        "eval_points": int(len(values)),
-        "tail_points": int(len(y)),
+        "eval_points": len(values),
+        "tail_points": len(y),
         "tail_mean": float(y.mean()) if len(y) else float("nan"),
         "drift": float("nan"),
         "spread": float("nan"),
