@@ -1,7 +1,9 @@
 """Wall time of a whole figure at the converged budget (issue 12: Fig. 7 with 1 and 2
 workers, target <= 60 min with 2). Each worker count runs the same experiment into its own
 folder under ``--out`` (kept: the first is the committed figure), one after the other on
-the same machine; their numbers must agree (checked), only the wall time may differ.
+the same machine; their numbers must agree (checked), only the wall time may differ. A
+later call may add another worker count to the same ``--out`` (its ``workersN`` must not
+exist yet): it is checked against, and reported beside, the counts already there.
 
     python benchmarks/bench_full_figure.py --experiment fig7 --preset best --episodes 100 \\
         --workers 2 1 --out runs/bench_fig7
@@ -10,6 +12,7 @@ the same machine; their numbers must agree (checked), only the wall time may dif
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -31,10 +34,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 1])
-    parser.add_argument("--out", type=Path, required=True, help="a folder that does not exist")
+    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    if args.out.exists():
-        parser.error(f"--out {args.out}: exists; pass a new folder")
+    for workers in args.workers:
+        if (args.out / f"workers{workers}").exists():
+            parser.error(f"--out {args.out}: workers{workers} exists; pass a new folder")
     times = {}
     for workers in args.workers:
         start = time.perf_counter()
@@ -42,7 +46,7 @@ def main() -> None:
             args.experiment,
             args.out / f"workers{workers}",
             quick=False,
-            log=print,
+            log=lambda message: print(message, flush=True),
             seeds=args.seeds,
             episodes=args.episodes,
             preset=args.preset,
@@ -50,9 +54,13 @@ def main() -> None:
         )
         times[workers] = time.perf_counter() - start
         print(f"{args.experiment}, {workers} worker(s): {times[workers] / 60:.1f} min", flush=True)
+    for folder in sorted(args.out.glob("workers*")):  # the counts of earlier calls too
+        workers = int(folder.name.removeprefix("workers"))
+        if workers not in times and (folder / "timing.json").is_file():
+            times[workers] = json.loads((folder / "timing.json").read_text())["wall_s"]
     csv = f"{args.experiment}.csv"
     first = _numbers(args.out / f"workers{args.workers[0]}" / csv)
-    for workers in args.workers[1:]:
+    for workers in times:
         pd.testing.assert_frame_equal(_numbers(args.out / f"workers{workers}" / csv), first)
     print(
         f"{args.experiment} --preset {args.preset} --episodes {args.episodes} --seeds "

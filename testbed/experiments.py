@@ -33,6 +33,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -51,6 +52,9 @@ from testbed.runner import run
 
 _log = logging.getLogger(__name__)
 
+
+MAX_POOL_RESTARTS = 3
+"""How many times a local pool whose worker died is replaced before the experiment fails."""
 
 SWEEP_POLICIES = ("t2drl", "ddpg-t2drl", "schrs", "rcars", "optimal")
 """The policies of the sweeps (Figs. 7 and 8), Sec. 7.2's plus the exact optimiser."""
@@ -259,22 +263,47 @@ class Workers:
                     bar.update()
                     done(index)
                 return
-            context = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(self.count, mp_context=context, initializer=_start_worker)
-            try:
-                futures = {pool.submit(run_task, task): i for i, task in enumerate(tasks)}
-                for future in as_completed(futures):
-                    future.result()
-                    bar.update()
-                    done(futures[future])
-            except BaseException:
-                # Ctrl-C, SIGTERM or a failed run: stop the runs in flight too (an unfinished
-                # run is trained again from scratch on resume, so nothing is lost)
-                for process in list((getattr(pool, "_processes", None) or {}).values()):
-                    process.terminate()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown()
+            pending = dict(enumerate(tasks))
+            for restart in range(MAX_POOL_RESTARTS + 1):
+                try:
+                    self._run_pool(pending, done, bar)
+                    return
+                except BrokenProcessPool as exc:
+                    # a worker died (killed, out of memory, a crash in native code): its
+                    # runs are unfinished, and tasks are idempotent, so a new pool runs them
+                    if restart == MAX_POOL_RESTARTS:
+                        raise
+                    _log.warning(
+                        "%s: a worker process died (%s); a new pool runs the %d unfinished runs",
+                        name,
+                        exc,
+                        len(pending),
+                    )
+
+    def _run_pool(self, pending: dict[int, RunTask], done: Callable[[int], None], bar) -> None:
+        """The tasks of ``pending`` in one pool, removing each from it as it finishes."""
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(self.count, mp_context=context, initializer=_start_worker)
+        futures = {pool.submit(run_task, task): i for i, task in pending.items()}
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        try:
+            for future in as_completed(futures):
+                future.result()
+                index = futures[future]
+                del pending[index]
+                bar.update()
+                done(index)
+        except BaseException:
+            # Ctrl-C, SIGTERM, a failed run or a dead worker: stop the runs in flight too (an
+            # unfinished run is trained again from scratch, so nothing finished is lost).
+            # SIGKILL, since a worker blocked on the pool's queues never sees a SIGTERM, and
+            # the pool's own shutdown waits for every worker to exit
+            for process in processes + list((getattr(pool, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    process.kill()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def _run_ray(self, tasks: Sequence[RunTask], done: Callable[[int], None], bar) -> None:
         """The tasks on Ray, one CPU each; finished ones (:func:`task_complete`) are skipped

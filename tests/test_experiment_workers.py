@@ -89,3 +89,48 @@ def test_training_curves_of_two_workers_are_those_of_one(tmp_path) -> None:
         "t2drl",
         "ddpg-t2drl",
     ]
+
+
+def test_a_dead_worker_costs_only_its_runs(tmp_path, caplog) -> None:
+    """SIGKILL a worker of the pool mid-experiment: a new pool runs the unfinished runs and
+    every result equals that of one process."""
+    import json
+    import multiprocessing
+    import os
+    import signal
+
+    from testbed.core.config import ScenarioConfig
+    from testbed.experiments import RunTask, Workers
+
+    def tasks(root: Path) -> list[RunTask]:
+        return [
+            RunTask(
+                run_dir=str(root / f"{policy}_seed{seed}"),
+                scenario=ScenarioConfig().replace(seed=seed).to_dict(),
+                policy=policy,
+                seed=seed,
+                eval_episodes=1,
+            )
+            for seed in range(4)
+            for policy in ("optimal", "rcars")
+        ]
+
+    def result(task: RunTask) -> dict:
+        record = json.loads((Path(task.run_dir) / "eval.json").read_text())["result"]
+        return {k: v for k, v in record.items() if k not in ("wall_s", "decision_ms_per_slot")}
+
+    one = tasks(tmp_path / "one")
+    Workers(1).run("one", one, lambda index: None)
+    killed: list[int] = []
+
+    def done(index: int) -> None:
+        if not killed:  # the first finished run kills a worker of the pool
+            worker = multiprocessing.active_children()[0]
+            os.kill(worker.pid, signal.SIGKILL)
+            killed.append(worker.pid)
+
+    two = tasks(tmp_path / "two")
+    with caplog.at_level("WARNING", logger="testbed.experiments"):
+        Workers(2).run("two", two, done)
+    assert killed and "a worker process died" in caplog.text
+    assert [result(t) for t in two] == [result(t) for t in one]
