@@ -426,13 +426,19 @@ def verify_checkpoint(ckpt: Path, agent: str, scenario: ScenarioConfig) -> dict[
     return {**manifest, "path": str(ckpt)}
 
 
-def read_networks(path: Path) -> dict[str, torch.Tensor]:
-    """A verified checkpoint's networks, refused if any weight is NaN or infinite."""
+def read_networks(path: Path, check_finite: bool = True) -> dict[str, torch.Tensor]:
+    """A verified checkpoint's networks, refused if any tensor is NaN or infinite (with
+    ``check_finite``; :func:`load_acting` checks only those it loads)."""
     tensors = load_file(path)
+    if check_finite:
+        _refuse_non_finite(tensors, str(path))
+    return tensors
+
+
+def _refuse_non_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise CheckpointError(f"{path} holds non-finite values in {bad[:3]}")
-    return tensors
+        raise CheckpointError(f"{where} holds non-finite values in {bad[:3]}")
 
 
 ACTING_MODULES = {"allocator": "actor", "caching": "q"}
@@ -453,11 +459,14 @@ def _acting_keys(agents: T2DRLAgents) -> dict[str, torch.nn.Module]:
 
 def load_acting(agents: T2DRLAgents, tensors: dict[str, torch.Tensor]) -> None:
     """Load only the acting networks (the actor, the caching agent's Q) from ``tensors``,
-    a full checkpoint's or an exported policy's."""
+    a full checkpoint's or an exported policy's, refused if any of them is NaN or infinite
+    (a run whose training state overflowed, e.g. Adam's moments, still acts if its acting
+    networks are finite)."""
     for prefix, module in _acting_keys(agents).items():
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if not state:
             raise CheckpointError(f"the checkpoint holds no {prefix.rstrip('.')} network")
+        _refuse_non_finite(state, f"the checkpoint's {prefix.rstrip('.')} network")
         module.load_state_dict(state)
 
 
@@ -471,7 +480,7 @@ def export_policy(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     train = TrainConfig(**json.loads((run_dir / "train.json").read_text()))
     scenario = load_config(run_dir / "config.toml")
     manifest = verify_checkpoint(run_dir / "checkpoint", train.agent, scenario)
-    tensors = read_networks(Path(manifest["path"]) / "networks.safetensors")
+    tensors = read_networks(Path(manifest["path"]) / "networks.safetensors", check_finite=False)
     agents = T2DRLAgents(scenario, train)
     load_acting(agents, tensors)
     acting = {
@@ -505,7 +514,8 @@ def load_policies(
     scenario = scenario or trained_on
     manifest = verify_checkpoint(run_dir / "checkpoint", train.agent, scenario)
     agents = T2DRLAgents(trained_on, train)
-    load_acting(agents, read_networks(Path(manifest["path"]) / "networks.safetensors"))
+    networks = read_networks(Path(manifest["path"]) / "networks.safetensors", check_finite=False)
+    load_acting(agents, networks)
     catalogue = catalogue or build_catalogue(scenario.catalogue)
     caching = LearnedCaching(agents.caching, train.agent)
     allocation = LearnedAllocation(

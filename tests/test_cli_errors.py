@@ -307,19 +307,33 @@ def test_corrupted_truncated_and_non_finite_checkpoints_are_refused(files, tmp_p
     assert main(["train", "--resume", str(run), "--episodes", "2"]) == 2
     assert "corrupted" in capsys.readouterr().err
 
-    run = _checkpoint_copy(files, tmp_path / "nan")
-    networks = run / "checkpoint" / "networks.safetensors"
-    tensors = load_file(networks)
-    key = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
-    tensors[key] = torch.full_like(tensors[key], float("nan"))
-    save_file(tensors, networks)
-    manifest_path = run / "checkpoint" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    import hashlib
+    def poisoned(name: str, part: str) -> Path:
+        """A copy whose first tensor named with ``part`` is NaN (its manifest updated)."""
+        import hashlib
 
-    manifest["files"]["networks.safetensors"] = hashlib.sha256(networks.read_bytes()).hexdigest()
-    manifest_path.write_text(json.dumps(manifest))
+        run = _checkpoint_copy(files, tmp_path / name)
+        networks = run / "checkpoint" / "networks.safetensors"
+        tensors = load_file(networks)
+        key = next(k for k, v in tensors.items() if part in k and v.is_floating_point())
+        tensors[key] = torch.full_like(tensors[key], float("nan"))
+        save_file(tensors, networks)
+        manifest_path = run / "checkpoint" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        digest = hashlib.sha256(networks.read_bytes()).hexdigest()
+        manifest["files"]["networks.safetensors"] = digest
+        manifest_path.write_text(json.dumps(manifest))
+        return run
+
+    # an acting network: refused to act and to resume
+    run = poisoned("nan_actor", ".actor.")
     assert main(["simulate", "--policy", "t2drl", "--checkpoint", str(run), *TINY]) == 2
+    assert "non-finite values" in capsys.readouterr().err
+    # only the training state (the critic; or an overflowed Adam moment): acts, but is
+    # refused to resume
+    run = poisoned("nan_critic", "d3pg.critic.")
+    assert main(["simulate", "--policy", "t2drl", "--checkpoint", str(run), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--episodes", "3"]) == 2
     assert "non-finite values" in capsys.readouterr().err
 
 

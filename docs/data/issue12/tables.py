@@ -25,13 +25,17 @@ def sweep_table(name: str, key: str, unit: str) -> None:
     for metric, digits in (("utility", 2), ("hit_ratio", 3)):
         print(f"\n{name}: {metric} (mean ± 95% CI over 3 seeds)\n")
         points = sorted(summary[key].unique())
-        print(f"| policy | " + " | ".join(f"{unit}{p:g}" for p in points) + " |")
+        print("| policy | " + " | ".join(f"{unit}{p:g}" for p in points) + " |")
         print("|---" * (len(points) + 1) + "|")
         for policy in ORDER:
             rows = summary[summary["policy"] == policy].set_index(key)
             if rows.empty:
                 continue
-            print(f"| {policy} | " + " | ".join(_cell(rows.loc[p], metric, digits) for p in points) + " |")
+            print(
+                f"| {policy} | "
+                + " | ".join(_cell(rows.loc[p], metric, digits) for p in points)
+                + " |"
+            )
     print(f"\n{name}: T2DRL better than ... (utility / hit ratio), ordering by utility\n")
     print("| point | DDPG-based | SCHRS | RCARS | optimiser | ordering (best first) |")
     print("|---|---|---|---|---|---|")
@@ -41,9 +45,8 @@ def sweep_table(name: str, key: str, unit: str) -> None:
         cells = []
         for other in ("ddpg-t2drl", "schrs", "rcars", "optimal"):
             o = rows.loc[other]
-            cells.append(
-                f"{1 - t['utility'] / o['utility']:+.2%} / {t['hit_ratio'] / o['hit_ratio'] - 1:+.1%}"
-            )
+            utility = 1 - t["utility"] / o["utility"]
+            cells.append(f"{utility:+.2%} / {t['hit_ratio'] / o['hit_ratio'] - 1:+.1%}")
         ordering = " < ".join(rows["utility"].sort_values().index)
         print(f"| {unit}{point:g} | " + " | ".join(cells) + f" | {ordering} |")
 
@@ -51,7 +54,10 @@ def sweep_table(name: str, key: str, unit: str) -> None:
 def convergence_table(name: str, by: list[str]) -> None:
     checks = pd.read_csv(HERE / f"{name}_convergence.csv")
     grouped = checks.groupby(by, sort=False).agg(
-        runs=("flat", "size"), flat=("flat", "sum"), drift=("drift", "max"), spread=("spread", "max")
+        runs=("flat", "size"),
+        flat=("flat", "sum"),
+        drift=("drift", "max"),
+        spread=("spread", "max"),
     )
     print(f"\n{name}: convergence (eval curve over the last 20% of training)\n")
     print("| " + " | ".join(by) + " | flat runs | largest drift | largest spread |")
@@ -59,8 +65,10 @@ def convergence_table(name: str, by: list[str]) -> None:
     for index, row in grouped.iterrows():
         index = index if isinstance(index, tuple) else (index,)
         print(
-            "| " + " | ".join(str(i) for i in index)
-            + f" | {int(row['flat'])} of {int(row['runs'])} | {row['drift']:.2%} | {row['spread']:.2%} |"
+            "| "
+            + " | ".join(str(i) for i in index)
+            + f" | {int(row['flat'])} of {int(row['runs'])}"
+            + f" | {row['drift']:.2%} | {row['spread']:.2%} |"
         )
 
 
