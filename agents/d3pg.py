@@ -13,8 +13,11 @@ Choices the paper leaves open, as options (defaults in :class:`D3PGConfig`):
   ``beta_l / sqrt(1 - alpha_bar_l)`` [32], of which (19) is a typo, through the
   equivalent form (18) with the predicted x^0;
 * ``clip_x0``: clip the predicted x^0 to [-1, 1] inside every step (DDPM's "clip
-  denoised"). Off by default: a clipped output has zero gradient, and with the policy
-  gradient alone (no behaviour-cloning term) the actor then sticks at the bounds;
+  denoised"; with the ``hard`` action map the clip leaks its gradient beyond the bounds
+  the same way). Off by default: a clipped output has zero gradient, and with the policy
+  gradient alone (no behaviour-cloning term) the actor then sticks at the bounds. On in
+  the `best` preset (``agents.t2drl.BEST_D3PG``): unclipped, the reverse chain is a
+  recurrence whose gain can exceed 1, and its raw output can diverge;
 * ``action_map``, x^0 into [0, 1]: ``"tanh"`` (default), ``a = (tanh(x^0) + 1) / 2``,
   smooth everywhere but never exactly 0; ``"clip"``, ``a = (clip(x^0, -1, 1) + 1) / 2``;
   or ``"hard"``, the clip with a leaking gradient beyond the bounds
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 
 from agents.ddpg import DDPG, ActorCriticConfig
-from agents.nets import map_action, mlp, sinusoidal_embedding
+from agents.nets import leaky_clip, map_action, mlp, sinusoidal_embedding
 
 
 def beta_schedule(steps: int, beta_min: float, beta_max: float) -> np.ndarray:
@@ -53,7 +56,8 @@ class D3PGConfig(ActorCriticConfig):
     step_embedding_dim: int = 16
     """Width of the sinusoidal embedding of l."""
     clip_x0: bool = False
-    """Clip the predicted x^0 to [-1, 1] in every reverse step."""
+    """Clip the predicted x^0 to [-1, 1] in every reverse step (leaking the gradient like
+    the `hard` map when ``action_map`` is `hard`)."""
     action_map: str = "tanh"
     """How x^0 maps into [0, 1] (``agents.nets.map_action``): `tanh` ((tanh(x) + 1) / 2),
     `sigmoid`, `clip` ((clip(x) + 1) / 2) or `hard` (`clip` with a leaking gradient)."""
@@ -112,8 +116,8 @@ class DiffusionActor(nn.Module):
             i = step - 1
             eps = self.predict_noise(x, step, state)
             x0 = self.sqrt_recip_alpha_bar[i] * x - self.sqrt_recip_alpha_bar_m1[i] * eps
-            if self.clip_x0:
-                x0 = x0.clamp(-1.0, 1.0)
+            if self.clip_x0:  # with the `hard` map the clip leaks its gradient the same way
+                x0 = leaky_clip(x0) if self.action_map == "hard" else x0.clamp(-1.0, 1.0)
             mean = self.coef_x0[i] * x0 + self.coef_xl[i] * x  # eqs. (18)-(19)
             if explore and step > 1:
                 noise = torch.randn(batch, self.action_dim, generator=generator)

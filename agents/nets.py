@@ -49,6 +49,13 @@ def map_action(x: torch.Tensor, name: str) -> torch.Tensor:
     return clipped + HARD_LEAK * outside * (x - x.detach())
 
 
+def leaky_clip(x: torch.Tensor) -> torch.Tensor:
+    """``clip(x, -1, 1)`` in value; from the bounds outwards the gradient leaks with slope
+    :data:`HARD_LEAK` instead of vanishing (as the `hard` action map's does)."""
+    outside = (x.abs() >= 1.0).to(x.dtype).detach()
+    return x.clamp(-1.0, 1.0) + HARD_LEAK * outside * (x - x.detach())
+
+
 def sinusoidal_embedding(steps: torch.Tensor, dim: int) -> torch.Tensor:
     """Transformer-style embedding of integer denoising steps l, shape (batch, dim)."""
     half = dim // 2

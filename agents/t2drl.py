@@ -163,6 +163,11 @@ BEST_COUNTERFACTUALS = 8
 
 BEST_ALLOCATOR = {"action_map": "hard", "teacher": "optimal", "objective": "clone"}
 """What the `best` preset changes in the allocator (D3PG and DDPG alike)."""
+BEST_D3PG = {"clip_x0": True}
+"""What the `best` preset also changes in the D3PG actor: the predicted x^0 clipped (its
+gradient leaking) in every reverse step. Unclipped, the reverse chain is a recurrence whose
+gain can exceed 1: in 4 of 15 Fig. 7 runs (issue 12) its raw output grew to ~1e27 within a
+few episodes and the actor never recovered; clipped, those runs converge."""
 
 
 def allocator_config(train: TrainConfig) -> ActorCriticConfig:
@@ -171,7 +176,7 @@ def allocator_config(train: TrainConfig) -> ActorCriticConfig:
     if train.preset == "paper":
         values = {"actor_lr": 1e-6, "critic_lr": 1e-6, **values}
     elif train.preset == "best":
-        values = {**BEST_ALLOCATOR, **values}
+        values = {**BEST_ALLOCATOR, **(BEST_D3PG if cls is D3PGConfig else {}), **values}
     return _with_overrides(cls, values)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from agents.d3pg import D3PG, D3PGConfig
 from agents.ddpg import DDPG, ActorCriticConfig
-from agents.nets import HARD_LEAK, map_action
+from agents.nets import HARD_LEAK, leaky_clip, map_action
 from agents.optimal import OptimalAllocation
 from agents.t2drl import (
     AllocationLearner,
@@ -47,6 +47,28 @@ def test_action_maps_hand_values_and_which_reach_zero():
         map_action(x, "relu")
 
 
+def test_the_leaky_clip_clips_values_and_leaks_gradient():
+    x = torch.tensor([-3.0, 0.5, 2.0], requires_grad=True)
+    y = leaky_clip(x)
+    y.sum().backward()
+    assert y.tolist() == [-1.0, 0.5, 1.0]
+    assert x.grad.tolist() == pytest.approx([HARD_LEAK, 1.0, HARD_LEAK])
+
+
+def test_the_clipped_reverse_chain_stays_bounded_where_the_unclipped_one_diverges():
+    # a denoiser whose gain makes the recurrence x^{l-1} = f(x^l) explode
+    def actor(clip: bool) -> torch.Tensor:
+        config = D3PGConfig(action_map="hard", clip_x0=clip)
+        agent = D3PG(6, 4, config, seed=0)
+        with torch.no_grad():
+            for p in agent.actor.parameters():
+                p.mul_(40.0)
+        return agent.actor.reverse(torch.ones(3, 6), explore=False)
+
+    assert actor(False).abs().max() > 1e3
+    assert actor(True).abs().max() <= 1.0 + 1e-6
+
+
 def test_cloning_needs_a_teacher_and_options_are_checked():
     with pytest.raises(ValueError, match="needs a teacher"):
         ActorCriticConfig(objective="clone").validate()
@@ -60,6 +82,9 @@ def test_cloning_needs_a_teacher_and_options_are_checked():
         TrainConfig(credit="explore", counterfactuals=4).validate()
     best = allocator_config(TrainConfig(preset="best"))
     assert (best.objective, best.teacher, best.action_map) == ("clone", "optimal", "hard")
+    assert best.clip_x0 is True  # the D3PG actor's x^0 clipped in every reverse step
+    assert not hasattr(allocator_config(TrainConfig(agent="ddpg-t2drl", preset="best")), "clip_x0")
+    assert allocator_config(TrainConfig(preset="default")).clip_x0 is False
     assert counterfactuals(TrainConfig(preset="best")) == 8
     assert counterfactuals(TrainConfig(preset="best", credit="explore")) == 0
     assert counterfactuals(TrainConfig(preset="default")) == 0
