@@ -62,11 +62,6 @@ class ActorCriticConfig:
     teacher: str = ""
     """Whose actions the behaviour-cloning term imitates: `optimal` (the exact per-slot
     optimiser, ``agents.optimal.OptimalAllocation``), or empty for none."""
-    max_grad_norm: float = 0.0
-    """Clip the actor's gradient to this L2 norm before each of its steps (0: no clipping),
-    as Diffusion-QL clips its diffusion actor: one outsized gradient through the reverse
-    chain otherwise starts a feedback in which the raw outputs, clipped by the action map,
-    grow until Adam's moments overflow (docs/results.md, issue 12)."""
 
     def validate(self) -> None:
         if self.action_map not in ACTION_MAPS:
@@ -77,8 +72,6 @@ class ActorCriticConfig:
             raise ValueError(f"teacher = {self.teacher!r}: allowed {list(TEACHERS)}")
         if not self.bc_weight >= 0.0:
             raise ValueError(f"bc_weight = {self.bc_weight!r}: allowed >= 0")
-        if not self.max_grad_norm >= 0.0:
-            raise ValueError(f"max_grad_norm = {self.max_grad_norm!r}: allowed >= 0 (0: off)")
         if self.clones and not self.teacher:
             raise ValueError(
                 "behaviour cloning (objective = 'clone' or bc_weight > 0) needs a teacher: "
@@ -264,12 +257,9 @@ class DDPG:
         return {"critic_loss": float("nan"), "actor_loss": loss.item()}
 
     def _actor_step(self, loss: torch.Tensor) -> None:
-        """One Adam step of the actor on ``loss``, its gradient clipped to
-        ``max_grad_norm`` if set."""
+        """One Adam step of the actor on ``loss``."""
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.max_grad_norm > 0.0:
-            nn.utils.clip_grad_norm_(self.actor.parameters(), self.config.max_grad_norm)
         self.actor_optimizer.step()
 
     def modules(self) -> dict[str, nn.Module]:

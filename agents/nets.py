@@ -45,15 +45,19 @@ def map_action(x: torch.Tensor, name: str) -> torch.Tensor:
     clipped = (x.clamp(-1.0, 1.0) + 1.0) / 2.0
     if name == "clip":
         return clipped
-    outside = (x.abs() >= 1.0).to(x.dtype).detach()
-    return clipped + HARD_LEAK * outside * (x - x.detach())
+    return clipped + HARD_LEAK * _leak(x)
 
 
 def leaky_clip(x: torch.Tensor) -> torch.Tensor:
     """``clip(x, -1, 1)`` in value; from the bounds outwards the gradient leaks with slope
     :data:`HARD_LEAK` instead of vanishing (as the `hard` action map's does)."""
+    return x.clamp(-1.0, 1.0) + HARD_LEAK * _leak(x)
+
+
+def _leak(x: torch.Tensor) -> torch.Tensor:
+    """0 in value; gradient 1 where |x| >= 1 (from the bounds outwards), 0 inside."""
     outside = (x.abs() >= 1.0).to(x.dtype).detach()
-    return x.clamp(-1.0, 1.0) + HARD_LEAK * outside * (x - x.detach())
+    return outside * (x - x.detach())
 
 
 def sinusoidal_embedding(steps: torch.Tensor, dim: int) -> torch.Tensor:

@@ -132,32 +132,6 @@ def test_clone_step_is_the_summed_squared_distance_to_the_teacher(cls):
     assert all(torch.equal(a, b) for a, b in zip(critic_before, after, strict=True))
 
 
-@pytest.mark.parametrize("objective", ["clone", "pg"])
-def test_the_actor_gradient_is_clipped_to_max_grad_norm(objective):
-    def actor_grad_norm(max_grad_norm: float) -> float:
-        config = D3PGConfig(
-            objective=objective,
-            teacher="optimal",
-            bc_weight=1.0 if objective == "pg" else 0.0,  # pg: the policy-gradient step
-            action_map="hard",
-            batch_size=8,
-            max_grad_norm=max_grad_norm,
-        )
-        agent = D3PG(10, 8, config, seed=4, mask_dim=4)
-        agent.amend = TorchAmender(4, "cap")
-        _filled(agent)
-        agent.update()  # the actor's gradient stays in .grad after its step
-        grads = [p.grad.norm() for p in agent.actor.parameters() if p.grad is not None]
-        return float(torch.linalg.vector_norm(torch.stack(grads)))
-
-    free = actor_grad_norm(0.0)
-    assert free > 1e-3  # a real gradient, larger than the bound below
-    assert actor_grad_norm(1e-3) == pytest.approx(1e-3, rel=1e-4)
-    assert actor_grad_norm(10 * free) == pytest.approx(free, rel=1e-6)  # below: untouched
-    with pytest.raises(ValueError, match="max_grad_norm = -1"):
-        ActorCriticConfig(max_grad_norm=-1).validate()
-
-
 def test_bc_term_beside_the_policy_gradient_is_weighted_after_normalising_q():
     # critic_lr = 0: the critic's step changes nothing, so the actor's loss can be recomputed
     config = ActorCriticConfig(
