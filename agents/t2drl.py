@@ -6,7 +6,7 @@ learners that sit in the frame/slot loop (:class:`AllocationLearner`, lines 13-3
 Algorithm 1, and :class:`CachingLearner`, lines 7 and 38-46): each is a policy plus the
 loop hooks through which it observes, stores its transitions and updates. The loop itself,
 the run folder, the metrics and the checkpoints are the application's
-(``testbed.training``); trained agents act through :class:`LearnedCaching` and
+(``testbed.training.trainer``); trained agents act through :class:`LearnedCaching` and
 :class:`LearnedAllocation` with exploration off.
 """
 

@@ -21,7 +21,7 @@ import torch
 from agents.t2drl import LearnedAllocation, T2DRLAgents, TrainConfig, steps_amender
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.system_model import popular_cache
-from testbed.training import train
+from testbed.training.trainer import train
 from ue_emulator.world import World
 
 TARGET_MS = {"t2drl": 1.5, "ddpg-t2drl": 0.5}

@@ -24,7 +24,7 @@ from agents.schrs import GeneticAllocation, StaticPopularCaching
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.records import SlotState
 from testbed.core.system_model import even_allocation
-from testbed.simulator import SimulatedExecutor
+from testbed.sim.executor import SimulatedExecutor
 from ue_emulator.world import World, sample_slots
 
 TARGET_GA_MS = 100.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from testbed.experiments import run_experiment
+from testbed.lab.experiments import run_experiment
 
 
 def _numbers(path: Path) -> pd.DataFrame:

@@ -30,9 +30,9 @@ from testbed.cli import LIVE_SCENARIO
 from testbed.core.config import build_catalogue, load_config
 from testbed.core.protocols import Hooks
 from testbed.core.records import SlotStep
-from testbed.policies import make_policies
-from testbed.report import simulated_backhaul_s
-from testbed.traces import LIVE_TRACE_SCHEMA, read_trace
+from testbed.live.report import simulated_backhaul_s
+from testbed.runs.traces import LIVE_TRACE_SCHEMA, read_trace
+from testbed.sim.policies import make_policies
 
 UNPACED_BPS = 1e12
 
@@ -48,7 +48,7 @@ class SlotClock(Hooks):
 
 
 def loop_overhead(config, nodes, out: Path, policy: str) -> tuple[dict[str, float], pd.DataFrame]:
-    from testbed.live import run_live
+    from testbed.live.controller import run_live
 
     catalogue = build_catalogue(config.catalogue)
     caching, allocation = make_policies(policy, config, catalogue)

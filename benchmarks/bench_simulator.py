@@ -21,9 +21,9 @@ import numpy as np
 from agents.rcars import EvenAllocation, RandomCaching
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.system_model import amend_bandwidth, amend_steps, served_at_edge
-from testbed.envs import ResourceAllocationEnv
-from testbed.runner import run
-from testbed.simulator import SimulatedExecutor
+from testbed.sim.envs import ResourceAllocationEnv
+from testbed.sim.executor import SimulatedExecutor
+from testbed.sim.runner import run
 from ue_emulator.world import World
 
 TARGET_SLOTS_PER_S = 5000.0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from testbed.experiments import run_experiment
+from testbed.lab.experiments import run_experiment
 
 
 def _timed(out: Path, args: argparse.Namespace, workers: int, ray: str = "") -> float:

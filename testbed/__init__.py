@@ -4,6 +4,6 @@ The core holds the scenario, the system model, the records, seeding, the observa
 and metrics, and imports nothing else of the project. The application (the simulator and
 runner, the frame/slot driver, the Gymnasium environments, compare, experiments, training
 and the CLI) sits on top of ``agents``, ``ue_emulator``, ``edge_node``, ``cloud_node`` and
-``calibration``. Importing this package imports nothing: ``import testbed.envs`` registers
+``calibration``. Importing this package imports nothing: ``import testbed.sim.envs`` registers
 the Gymnasium environments. See ``docs/architecture.md``.
 """

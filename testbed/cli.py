@@ -39,18 +39,19 @@ from testbed.core.config import (
 )
 from testbed.core.errors import TestbedError, UsageError
 from testbed.core.outputs import atomic_write_text, check_out_dir, check_out_file, claim_out_dir
-from testbed.interrupts import Interrupted, raise_interrupted
-from testbed.logs import LOG_LEVELS, configure_logging
-from testbed.policies import COMPOSITE, LEARNED, POLICIES, learned_parts
 from testbed.proto.security import (
     add_security_flags,
     child_security,
     redacted_argv,
     security_from_args,
 )
-from testbed.provenance import run_metadata
+from testbed.runs.interrupts import Interrupted, raise_interrupted
+from testbed.runs.logs import LOG_LEVELS, configure_logging
+from testbed.runs.provenance import run_metadata
+from testbed.sim.policies import COMPOSITE, LEARNED, POLICIES, learned_parts
 
 log = logging.getLogger("testbed")
+_EXPERIMENT_LOG = logging.getLogger("testbed.lab.experiments")
 
 # Subcommands that other packages add (imported only when present; they load torch lazily).
 _PLUGINS = ("calibration.cli",)
@@ -108,8 +109,8 @@ def _scenario(args: argparse.Namespace, base: ScenarioConfig | None = None) -> S
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from testbed.policies import make_policies
-    from testbed.runner import run
+    from testbed.sim.policies import make_policies
+    from testbed.sim.runner import run
 
     config = _scenario(args)
     _reject_training_sets(args)
@@ -161,8 +162,8 @@ def _reject_training_sets(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from testbed.compare import write_comparison
-    from testbed.policies import make_policies
+    from testbed.lab.compare import write_comparison
+    from testbed.sim.policies import make_policies
 
     config = _scenario(args)
     _reject_training_sets(args)
@@ -288,7 +289,7 @@ def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from agents.t2drl import TrainConfig, verify_checkpoint
-    from testbed.training import train
+    from testbed.training.trainer import train
 
     if args.resume:
         out = Path(args.resume)
@@ -338,7 +339,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from testbed.experiments import run_experiment
+    from testbed.lab.experiments import run_experiment
 
     preset = "quick" if args.quick else "full"
     if args.resume:
@@ -350,7 +351,9 @@ def _experiment(args: argparse.Namespace) -> int:
             args, f"runs/experiment__{args.name}__{preset}__{int(time.time())}", None
         )
     args.kept = lambda: f"every finished run is in {out}; --resume {out} continues"
-    report = (lambda message: None) if args.quiet else logging.getLogger("testbed.experiments").info
+    report = (
+        (lambda message: None) if args.quiet else _EXPERIMENT_LOG.info
+    )
     run_experiment(
         args.name,
         out,
@@ -368,7 +371,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def _curves(args: argparse.Namespace) -> int:
-    from testbed.experiments import plot_training_curves
+    from testbed.lab.experiments import plot_training_curves
 
     out = check_out_file(args.out, overwrite=args.overwrite)
     table = out.with_suffix(".csv")
@@ -423,7 +426,7 @@ def _sweep_values(base: ScenarioConfig, key: str, values: list[Any]) -> list[flo
 
 
 def _sweep_cmd(args: argparse.Namespace) -> int:
-    from testbed.experiments import make_budget, run_sweep
+    from testbed.lab.experiments import make_budget, run_sweep
 
     _reject_training_sets(args)
     fixed, swept = _split_sweep(args.set)
@@ -460,7 +463,9 @@ def _sweep_cmd(args: argparse.Namespace) -> int:
         out = _new_run_folder(args, f"runs/sweep__{key}__{int(time.time())}", base)
         (out / "sweep.json").write_text(json.dumps(identity, indent=2) + "\n")
     args.kept = lambda: f"every finished run is in {out}; --resume {out} continues"
-    report = (lambda message: None) if args.quiet else logging.getLogger("testbed.experiments").info
+    report = (
+        (lambda message: None) if args.quiet else _EXPERIMENT_LOG.info
+    )
     run_sweep(base, key, values, out, budget, report, args.workers, not args.quiet, args.ray or "")
     print(f"sweep of {key} over {values} -> {out}")
     return 0
@@ -556,7 +561,7 @@ def _resume_live(args: argparse.Namespace) -> tuple[Path, int]:
     """
     import pandas as pd
 
-    from testbed.traces import trace_parts
+    from testbed.runs.traces import trace_parts
 
     out = Path(args.resume)
     if not (out / "live.json").is_file() or not (out / "config.toml").is_file():
@@ -578,10 +583,10 @@ def _resume_live(args: argparse.Namespace) -> tuple[Path, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from testbed.live import NodeSupervisor, run_live
-    from testbed.policies import make_policies
-    from testbed.report import loop_overhead, summarise_live, write_report
-    from testbed.traces import LIVE_TRACE_SCHEMA, read_trace
+    from testbed.live.controller import NodeSupervisor, run_live
+    from testbed.live.report import loop_overhead, summarise_live, write_report
+    from testbed.runs.traces import LIVE_TRACE_SCHEMA, read_trace
+    from testbed.sim.policies import make_policies
 
     resume_from = 0
     if args.resume:
@@ -717,7 +722,7 @@ def _refit_comparison(config: ScenarioConfig, summary: dict) -> dict | None:
 
 def parse_faults(items: list[str]):
     """``--inject`` items: ``edge-kill@SLOT``, ``cloud-kill@SLOT``, ``link-loss=P``."""
-    from testbed.live import Faults
+    from testbed.live.controller import Faults
     from testbed.proto.runtime import MAX_LINK_LOSS
 
     values: dict[str, float | int] = {}
@@ -918,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--quiet", action="store_true")
     trn.set_defaults(handler=_train)
 
-    from testbed.experiments import EXPERIMENTS
+    from testbed.lab.experiments import EXPERIMENTS
 
     exp = sub.add_parser("experiment", help="the paper's Figs. 6-8 and Table 3")
     exp.add_argument("name", choices=sorted(EXPERIMENTS))

@@ -234,8 +234,8 @@ def live_run(config, nodes: dict, out, policy: str, **kwargs) -> dict:
     """``policy`` played live on ``nodes`` (:func:`start_live_nodes`) into ``out``, the
     scenario saved there first as `testbed run` does; ``kwargs`` go to ``run_live``."""
     from testbed.core.config import build_catalogue, save_config
-    from testbed.live import run_live
-    from testbed.policies import make_policies
+    from testbed.live.controller import run_live
+    from testbed.sim.policies import make_policies
 
     catalogue = build_catalogue(config.catalogue)
     caching, allocation = make_policies(policy, config, catalogue)

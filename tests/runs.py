@@ -20,7 +20,7 @@ def mtimes(folder: Path) -> dict[Path, int]:
 
 def tiny_fig8(out: Path, policies: tuple[str, ...], **kwargs) -> None:
     """Fig. 8 at the quick budget with one seed and one training episode."""
-    from testbed.experiments import run_experiment
+    from testbed.lab.experiments import run_experiment
 
     run_experiment(
         "fig8",

@@ -12,8 +12,8 @@ from agents.schrs import StaticPopularCaching
 from agents.t2drl import T2DRLAgents, TrainConfig, load_policies
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.system_model import check_allocation, served_at_edge
-from testbed.runner import run
-from testbed.training import train
+from testbed.sim.runner import run
+from testbed.training.trainer import train
 from ue_emulator.world import World
 
 SMALL = ScenarioConfig().replace(
@@ -138,7 +138,7 @@ def test_seeded_training_reproduces_exactly(tmp_path, preset):
     # `best` clones the optimiser (no critic); `default` trains the critic of eq. (24)
     assert a["critic_loss"].notna().sum() == (0 if preset == "best" else len(a) - 1)
 
-    from testbed.experiments import plot_training_curves
+    from testbed.lab.experiments import plot_training_curves
 
     curves = plot_training_curves([tmp_path / "a", tmp_path / "b"], tmp_path / "c.png", window=2)
     np.testing.assert_allclose(curves["a"], curves["b"])
@@ -198,7 +198,7 @@ def test_short_training_beats_the_untrained_policy(tmp_path):
 
 
 def test_quick_experiment_table3_end_to_end(tmp_path):
-    from testbed.experiments import run_experiment
+    from testbed.lab.experiments import run_experiment
 
     run_experiment("table3", tmp_path, quick=True, log=lambda message: None)
     summary = pd.read_csv(tmp_path / "table3_summary.csv")

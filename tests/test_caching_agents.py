@@ -24,7 +24,7 @@ from testbed.core.system_model import (
     feasible_caches,
     served_at_edge,
 )
-from testbed.simulator import simulated_driver
+from testbed.sim.executor import simulated_driver
 from ue_emulator.world import sample_slots
 
 # U = 4, M = 3, C = 12 GB: sizes 7.41, 3.71, 4.48 GB, so 7 of the 8 caches fit.

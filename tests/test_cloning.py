@@ -189,7 +189,7 @@ def test_shipped_policy_matches_the_optimiser_on_held_out_slots(agent):
     equals the exact enumeration's in every popularity state, and the cloned allocation's
     utility is within 0.5% of the optimiser's on average (measured: 0.003-0.03%), its
     bandwidth shares within 0.05 of the KKT split."""
-    from testbed.policies import PRETRAINED, make_policies
+    from testbed.sim.policies import PRETRAINED, make_policies
 
     config = ScenarioConfig()
     catalogue = build_catalogue(config.catalogue)

@@ -5,9 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from testbed.compare import write_comparison
 from testbed.core.config import ScenarioConfig
 from testbed.core.metrics import confidence_halfwidth
+from testbed.lab.compare import write_comparison
 
 
 def test_confidence_halfwidth_hand_value():
@@ -28,7 +28,7 @@ def test_write_comparison(tmp_path):
 
 def test_compare_with_a_trained_checkpoint(tmp_path):
     from agents.t2drl import TrainConfig
-    from testbed.training import train
+    from testbed.training.trainer import train
 
     config = ScenarioConfig().replace(
         **{"network.num_users": 4, "timing.num_frames": 2, "timing.slots_per_frame": 3}

@@ -138,7 +138,7 @@ def test_committed_cpu_profile_drives_the_simulator(tmp_path):
     from agents.optimal import OptimalAllocation
     from agents.schrs import StaticPopularCaching
     from testbed.core.config import load_profile
-    from testbed.runner import run
+    from testbed.sim.runner import run
 
     profile = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / "cpu_zoo.toml"
     (tmp_path / "s.toml").write_text(

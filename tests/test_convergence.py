@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from testbed.experiments import FLAT_DRIFT, convergence
+from testbed.lab.experiments import FLAT_DRIFT, convergence
 
 
 def _metrics(tail: list[float], episodes: int = 100, every: int = 5) -> pd.DataFrame:

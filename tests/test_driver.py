@@ -11,7 +11,7 @@ from testbed.core.protocols import Hooks
 from testbed.core.records import FrameStep, SlotStep
 from testbed.core.seeding import episode_seed
 from testbed.core.system_model import InfeasibleAllocation, frame_reward
-from testbed.simulator import simulated_driver
+from testbed.sim.executor import simulated_driver
 
 SMALL = ScenarioConfig().replace(
     **{"network.num_users": 3, "timing.num_frames": 2, "timing.slots_per_frame": 4}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import testbed.envs  # noqa: F401  (registers the environments)
+import testbed.sim.envs  # noqa: F401  (registers the environments)
 from testbed.core.config import ScenarioConfig
 from testbed.core.system_model import amend_cache, cache_size_gb, cache_to_action
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from runs import mtimes, numbers, tiny_fig8
 
-from testbed.experiments import run_experiment
+from testbed.lab.experiments import run_experiment
 
 # SCHRS's evaluation is most of the time of fig8 and trains nothing: the learned agents,
 # one baseline and the optimiser still make both kinds of task
@@ -100,7 +100,7 @@ def test_a_dead_worker_costs_only_its_runs(tmp_path, caplog) -> None:
     import signal
 
     from testbed.core.config import ScenarioConfig
-    from testbed.experiments import RunTask, Workers
+    from testbed.lab.experiments import RunTask, Workers
 
     def tasks(root: Path) -> list[RunTask]:
         return [
@@ -130,7 +130,7 @@ def test_a_dead_worker_costs_only_its_runs(tmp_path, caplog) -> None:
             killed.append(worker.pid)
 
     two = tasks(tmp_path / "two")
-    with caplog.at_level("WARNING", logger="testbed.experiments"):
+    with caplog.at_level("WARNING", logger="testbed.lab.experiments"):
         Workers(2).run("two", two, done)
     assert killed and "a worker process died" in caplog.text
     assert [result(t) for t in two] == [result(t) for t in one]

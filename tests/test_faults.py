@@ -25,9 +25,9 @@ from testbed.core.config import load_config, save_config
 from testbed.core.errors import UsageError
 from testbed.core.protocols import Hooks
 from testbed.core.records import SlotStep
-from testbed.live import Faults
+from testbed.live.controller import Faults
 from testbed.proto.runtime import Pacer
-from testbed.traces import LIVE_TRACE_SCHEMA, read_trace
+from testbed.runs.traces import LIVE_TRACE_SCHEMA, read_trace
 
 SMALL = {"network.num_users": 3, "timing.num_frames": 2, "timing.slots_per_frame": 2}
 

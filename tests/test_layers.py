@@ -83,7 +83,7 @@ def _copy_tree(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("module", "source", "broken"),
     [
-        ("testbed/core/upward.py", "import testbed.runner\n", "Layers"),
+        ("testbed/core/upward.py", "import testbed.sim.runner\n", "Layers"),
         ("testbed/core/heavy.py", "import torch\n", "The core loads neither"),
         ("agents/calls_a_node.py", "import edge_node.executor\n", "Agents decide"),
         ("edge_node/decides.py", "import agents.rcars\n", "Nodes serve decisions"),

@@ -14,8 +14,8 @@ from nodes import live_run, start_live_nodes
 from testbed.cli import LIVE_SCENARIO, main
 from testbed.core.config import build_catalogue, load_config
 from testbed.core.system_model import integer_steps
-from testbed.report import BREAKDOWN, summarise_live, write_report
-from testbed.traces import LIVE_TRACE_SCHEMA, read_trace
+from testbed.live.report import BREAKDOWN, summarise_live, write_report
+from testbed.runs.traces import LIVE_TRACE_SCHEMA, read_trace
 
 SMALL = {
     "network.num_users": 3,

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from testbed.cli import main
-from testbed.compare import compare_policies
 from testbed.core.config import ScenarioConfig, build_catalogue
-from testbed.policies import POLICIES, PolicyError, make_policies, policy_parts
-from testbed.runner import run
+from testbed.lab.compare import compare_policies
+from testbed.sim.policies import POLICIES, PolicyError, make_policies, policy_parts
+from testbed.sim.runner import run
 
 TINY = {"network.num_users": 4, "timing.num_frames": 2, "timing.slots_per_frame": 3}
 TINY_ARGS = ["--set", "timing.num_frames=2", "--set", "timing.slots_per_frame=3", "--users", "3"]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from testbed.logs import LOG_LEVELS, configure_logging
-from testbed.recorder import ProgressSpec, Recorder, default_tag
+from testbed.runs.logs import LOG_LEVELS, configure_logging
+from testbed.runs.recorder import ProgressSpec, Recorder, default_tag
 
 COLUMNS = (
     "episode",
@@ -223,7 +223,7 @@ def test_close_is_idempotent_and_final(tmp_path: Path) -> None:
 
 def test_importing_the_recorder_does_not_load_torch() -> None:
     # Imports the package too, so this also fails if testbed/__init__.py pulls torch in.
-    code = "import sys, testbed.recorder; print('torch' in sys.modules)"
+    code = "import sys, testbed.runs.recorder; print('torch' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

@@ -49,7 +49,7 @@ def test_seeded_training_reproduces_the_reference_run(
     """`default` with the DDQN drawing any code is the configuration recorded before issue
     11 (its files carry no preset in their names); `best` was recorded with issue 11."""
     from agents.t2drl import TrainConfig
-    from testbed.training import train
+    from testbed.training.trainer import train
 
     caching = {"warmup": 8, "batch_size": 8}
     if preset == "default":
@@ -78,7 +78,7 @@ def test_seeded_training_reproduces_the_reference_run(
 
 
 def test_environments_reproduce_the_reference_rollouts() -> None:
-    import testbed.envs  # noqa: F401  (registers the ids)
+    import testbed.sim.envs  # noqa: F401  (registers the ids)
 
     reference = np.load(REFERENCE / "envs.npz")
     env = gym.make("testbed/ResourceAllocation-v0")

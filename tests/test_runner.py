@@ -10,8 +10,8 @@ from agents.rcars import EvenAllocation, RandomCaching
 from testbed.cli import main
 from testbed.core.config import ScenarioConfig, build_catalogue, load_config
 from testbed.core.system_model import InfeasibleAllocation, check_allocation
-from testbed.runner import run
-from testbed.traces import TRACE_COLUMNS
+from testbed.runs.traces import TRACE_COLUMNS
+from testbed.sim.runner import run
 
 REQUIRED = (
     "episode frame slot user gamma loc_state distance_m channel_gain service d_in_bits d_op_bits "

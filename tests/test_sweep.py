@@ -11,7 +11,7 @@ import pytest
 from runs import mtimes
 
 from testbed.cli import main
-from testbed.experiments import run_experiment
+from testbed.lab.experiments import run_experiment
 
 TINY = ["--set", "timing.num_frames=2", "--set", "timing.slots_per_frame=4"]
 

@@ -4,7 +4,7 @@ A :class:`CachingPolicy` decides once per frame and an :class:`AllocationPolicy`
 slot (returning a feasible allocation, (11b)-(11g): learned agents apply the Sec. 6.2.2
 amender themselves). A :class:`FrameSource` is the users' world; a :class:`SlotExecutor`
 serves a slot for a cache and an allocation: the system model when simulating, the live
-nodes when serving for real. The frame/slot driver (``testbed.driver``) plays them.
+nodes when serving for real. The frame/slot driver (``testbed.sim.driver``) plays them.
 """
 
 from __future__ import annotations

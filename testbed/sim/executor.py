@@ -13,7 +13,7 @@ import numpy as np
 from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue
 from testbed.core.records import SlotOutcome, SlotState
 from testbed.core.system_model import RadioParams, score_slot
-from testbed.driver import FrameSlotDriver
+from testbed.sim.driver import FrameSlotDriver
 from ue_emulator.world import World
 
 

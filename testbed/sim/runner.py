@@ -3,7 +3,7 @@
 Episode ``e`` of run seed ``s`` always plays the same world (``episode_seed(s, e)``), and the
 policies are reseeded from the same pair (``testbed.core.seeding``), so two policies meet
 identical users, channels and requests, and one seed reproduces a run exactly. The loop is
-the one frame/slot driver (``testbed.driver``); the runner adds the trace, the metrics and
+the one frame/slot driver (``testbed.sim.driver``); the runner adds the trace, the metrics and
 the progress bar as hooks.
 """
 
@@ -15,9 +15,9 @@ from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue
 from testbed.core.metrics import RunSummary, SlotMetrics
 from testbed.core.protocols import AllocationPolicy, CachingPolicy, Hooks
 from testbed.core.records import FrameStep, SlotStep
-from testbed.recorder import ProgressSpec, Recorder
-from testbed.simulator import simulated_driver
-from testbed.traces import TraceWriter, slot_rows
+from testbed.runs.recorder import ProgressSpec, Recorder
+from testbed.runs.traces import TraceWriter, slot_rows
+from testbed.sim.executor import simulated_driver
 
 
 class MetricsHook(Hooks):

@@ -1,6 +1,6 @@
 """The live testbed's controller: the base station's agent host, driving real nodes.
 
-The controller plays the one frame/slot driver (``testbed.driver``) with the nodes in
+The controller plays the one frame/slot driver (``testbed.sim.driver``) with the nodes in
 place of the system model:
 
 * the world is the users' node (:class:`RemoteWorld`: the same world code and seed as
@@ -48,12 +48,12 @@ from testbed.core.system_model import (
     slot_reward,
     utility,
 )
-from testbed.driver import FrameSlotDriver
 from testbed.proto import common_pb2, edge_pb2, edge_pb2_grpc, users_pb2, users_pb2_grpc
 from testbed.proto.runtime import DEFAULT_DEADLINE_S, channel, wait_until_serving
 from testbed.proto.security import Security
-from testbed.recorder import ProgressSpec, Recorder
-from testbed.traces import LIVE_TRACE_SCHEMA, TraceWriter, slot_rows
+from testbed.runs.recorder import ProgressSpec, Recorder
+from testbed.runs.traces import LIVE_TRACE_SCHEMA, TraceWriter, slot_rows
+from testbed.sim.driver import FrameSlotDriver
 
 log = logging.getLogger(__name__)
 

@@ -53,10 +53,10 @@ from testbed.core.config import ScenarioConfig, build_catalogue, load_config, sa
 from testbed.core.metrics import SlotMetrics
 from testbed.core.outputs import atomic_write_text
 from testbed.core.seeding import EVAL_SEED_OFFSET, training_world_seed
-from testbed.interrupts import DeferredInterrupt
-from testbed.recorder import ProgressSpec, Recorder
-from testbed.runner import MetricsHook, run
-from testbed.simulator import simulated_driver
+from testbed.runs.interrupts import DeferredInterrupt
+from testbed.runs.recorder import ProgressSpec, Recorder
+from testbed.sim.executor import simulated_driver
+from testbed.sim.runner import MetricsHook, run
 
 log = logging.getLogger(__name__)
 

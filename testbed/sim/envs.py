@@ -12,10 +12,10 @@
 
 An episode is T frames (T x K slots); it ends by truncation. ``reset(seed=...)`` reseeds
 the world, so one seed gives the identical episode. Both play the one frame/slot driver
-(``testbed.driver``) step by step; the observation is the core's eq. (21) codec.
+(``testbed.sim.driver``) step by step; the observation is the core's eq. (21) codec.
 
 Importing this module registers both ids with Gymnasium (registration lives here, in the
-application layer, not in the core); ``gym.make("testbed.envs:testbed/ModelCaching-v0")``
+application layer, not in the core); ``gym.make("testbed.sim.envs:testbed/ModelCaching-v0")``
 imports it on demand.
 """
 
@@ -42,7 +42,7 @@ from testbed.core.system_model import (
     popular_cache,
     served_at_edge,
 )
-from testbed.simulator import simulated_driver
+from testbed.sim.executor import simulated_driver
 
 
 def outcome_info(outcome: SlotOutcome) -> dict[str, float]:
@@ -201,8 +201,8 @@ class ModelCachingEnv(gym.Env):
 def register_envs() -> None:
     """Register both environments with Gymnasium (idempotent; done when this module loads)."""
     for env_id, entry in (
-        ("testbed/ResourceAllocation-v0", "testbed.envs:ResourceAllocationEnv"),
-        ("testbed/ModelCaching-v0", "testbed.envs:ModelCachingEnv"),
+        ("testbed/ResourceAllocation-v0", "testbed.sim.envs:ResourceAllocationEnv"),
+        ("testbed/ModelCaching-v0", "testbed.sim.envs:ModelCachingEnv"),
     ):
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry)

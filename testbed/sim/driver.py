@@ -10,7 +10,7 @@ the T2DRL trainer and the live controller all play the same loop::
         frame reward of eq. (32) from the K slot rewards of eq. (23)
 
 Who serves the slot is the :class:`~testbed.core.protocols.SlotExecutor`: the system model
-(``testbed.simulator.SimulatedExecutor``) or the live nodes. What learners need hooks in
+(``testbed.sim.executor.SimulatedExecutor``) or the live nodes. What learners need hooks in
 through :class:`~testbed.core.protocols.Hooks`: each slot (observe the outcome, store a
 transition, update), the end of each frame (the frame reward) and of each episode.
 

@@ -20,8 +20,8 @@ from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.errors import UsageError
 from testbed.core.metrics import summarise
 from testbed.core.outputs import atomic_write_text
-from testbed.policies import make_policies, policy_parts
-from testbed.runner import run
+from testbed.sim.policies import make_policies, policy_parts
+from testbed.sim.runner import run
 
 METRICS = ("utility", "hit_ratio", "violation_rate", "mean_slot_reward", "decision_ms_per_slot")
 

@@ -27,7 +27,7 @@ _PACKAGES = (
 
 def git_revision(repo: Path | None = None) -> str:
     """HEAD's commit, with ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
-    cwd = repo or Path(__file__).resolve().parent.parent
+    cwd = repo or Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True

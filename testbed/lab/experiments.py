@@ -47,8 +47,8 @@ from testbed.core.errors import UsageError
 from testbed.core.metrics import summarise
 from testbed.core.outputs import atomic_write_text
 from testbed.core.seeding import EVAL_SEED_OFFSET, Role, policy_seed
-from testbed.policies import make_policies
-from testbed.runner import run
+from testbed.sim.policies import make_policies
+from testbed.sim.runner import run
 
 _log = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ def _train_settings(
 def _train_once(settings, scenario: ScenarioConfig, run_dir: Path) -> None:
     """Train into ``run_dir`` unless it already holds this run, finished (a resumed
     experiment keeps it); an unfinished one is trained again from scratch."""
-    from testbed.training import train
+    from testbed.training.trainer import train
 
     if _trained(run_dir, asdict(settings)):
         return

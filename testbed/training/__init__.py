@@ -1,0 +1,1 @@
+"""Training T2DRL (Algorithm 1) in the frame/slot driver, with its run folder."""
