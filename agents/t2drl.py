@@ -12,24 +12,18 @@ the run folder, the metrics and the checkpoints are the application's
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import load_file, save_file
 
 from agents.d3pg import D3PG, D3PGConfig
 from agents.ddpg import DDPG, ActorCriticConfig
 from agents.ddqn import DDQN, DDQNConfig
 from agents.factored import FactoredCaching, FactoredConfig, random_fitting_cache
-from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue, load_config
+from testbed.core.config import ModelCatalogue, ScenarioConfig, build_catalogue
 from testbed.core.errors import CheckpointError
 from testbed.core.observation import ObservationCodec
 from testbed.core.protocols import AllocationPolicy, Hooks
@@ -106,6 +100,25 @@ class TrainConfig:
     """Overrides of D3PGConfig / ActorCriticConfig fields."""
     caching: dict[str, Any] = field(default_factory=dict)
     """Overrides of DDQNConfig or FactoredConfig fields (whichever agent caches)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as ``train.json`` stores them."""
+        return asdict(self)
+
+    @classmethod
+    def from_options(cls, values: dict[str, Any]) -> TrainConfig:
+        """A checked config from user options (flags, ``--set train.*``, ``allocator.*``,
+        ``caching.*``); raises ValueError or TypeError naming the bad key."""
+        config = cls(**values)
+        config.validate()
+        allocator_config(config)
+        caching_config(config)
+        return config
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """A stored ``train.json``."""
+        return cls(**data)
 
     def validate(self) -> None:
         if self.agent not in AGENTS:
@@ -254,6 +267,33 @@ class T2DRLAgents:
         else:
             self.caching = DDQN(m, config, cache_seed, (sizes, capacity))
 
+    def acting_modules(self) -> dict[str, torch.nn.Module]:
+        """The networks the pair acts with (exploration off), by tensor-name prefix: the
+        actor and the caching agent's Q. An exported policy holds these only."""
+        return {
+            f"{self.allocator.name}.actor.": self.allocator.modules()["actor"],
+            f"{self.caching.name}.q.": self.caching.modules()["q"],
+        }
+
+    def acting_state_dict(self) -> dict[str, torch.Tensor]:
+        """The acting networks' tensors, named as in :meth:`tensors`."""
+        return {
+            f"{prefix}{key}": value.contiguous()
+            for prefix, module in self.acting_modules().items()
+            for key, value in module.state_dict().items()
+        }
+
+    def load_acting(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load only the acting networks from ``tensors`` (a full checkpoint's or an
+        exported policy's), refused if any of them is missing, NaN or infinite: a run whose
+        training state overflowed (e.g. Adam's moments) still acts if these are finite."""
+        for prefix, module in self.acting_modules().items():
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if not state:
+                raise CheckpointError(f"the checkpoint holds no {prefix.rstrip('.')} network")
+            refuse_non_finite(state, f"the checkpoint's {prefix.rstrip('.')} network")
+            module.load_state_dict(state)
+
     def tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for agent in (self.allocator, self.caching):
@@ -295,6 +335,18 @@ def _load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, 
         if entry:
             state_dict["state"][index] = entry
     opt.load_state_dict(state_dict)
+
+
+def refuse_non_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`CheckpointError` naming the first tensors that hold NaN or inf."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{where} holds non-finite values in {bad[:3]}")
+
+
+SHIPPED_POLICIES_DIR = Path(__file__).resolve().parent / "pretrained"
+"""The shipped policies: ``<SHIPPED_POLICIES_DIR>/<agent>``, exported runs of the default
+scenario with the best preset."""
 
 
 class LearnedAllocation:
@@ -341,192 +393,6 @@ class LearnedCaching:
 
     def select_cache(self, frame: FrameState) -> np.ndarray:
         return self.agent.select(frame.gamma, explore=False)
-
-
-CHECKPOINT_VERSION = 1
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_manifest(
-    folder: Path, train: TrainConfig, scenario: ScenarioConfig, episode: int, **extra: Any
-) -> dict[str, Any]:
-    """``manifest.json`` of a checkpoint folder: agent kind, scenario shape, episode and the
-    SHA-256 of every file already in it."""
-    manifest = {
-        "version": CHECKPOINT_VERSION,
-        "agent": train.agent,
-        "num_users": scenario.network.num_users,
-        "num_models": scenario.catalogue.num_models,
-        "episode": episode,
-        **extra,
-        "files": {f.name: _sha256(f) for f in sorted(folder.iterdir())},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
-def write_checkpoint(
-    ckpt: Path,
-    agents: T2DRLAgents,
-    train: TrainConfig,
-    scenario: ScenarioConfig,
-    state: dict[str, Any],
-) -> None:
-    """Every network, optimizer, replay buffer and random state as safetensors (never
-    pickle), ``state.json``, and ``manifest.json`` (agent kind, scenario shape, the SHA-256
-    of every file). Written into ``<ckpt>.tmp`` and swapped in, so a kill mid-write leaves
-    the previous checkpoint (as ``<ckpt>`` or ``<ckpt>.old``) intact."""
-    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(agents.tensors(), tmp / "networks.safetensors")
-    for agent in (agents.allocator, agents.caching):
-        save_numpy(agent.buffer.arrays(), tmp / f"replay_{agent.name}.safetensors")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2, default=int) + "\n")
-    _write_manifest(tmp, train, scenario, int(state["episode"]))
-    if ckpt.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(ckpt, old)
-    os.replace(tmp, ckpt)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def verify_checkpoint(ckpt: Path, agent: str, scenario: ScenarioConfig) -> dict[str, Any]:
-    """The checkpoint's manifest, once its kind, its shape and every file's checksum match;
-    a checkpoint caught between its write and its swap is read from ``<ckpt>.old``."""
-    old = ckpt.with_name(ckpt.name + ".old")
-    if not (ckpt / "manifest.json").is_file() and (old / "manifest.json").is_file():
-        ckpt = old
-    manifest_path = ckpt / "manifest.json"
-    if not manifest_path.is_file():
-        raise CheckpointError(
-            f"{ckpt} holds no complete checkpoint (no manifest.json); "
-            "expected the checkpoint/ folder of `testbed train`"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files, kind = dict(manifest["files"]), manifest["agent"]
-        shape = (int(manifest["num_users"]), int(manifest["num_models"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{manifest_path} is unreadable: {exc}") from exc
-    if kind != agent:
-        raise CheckpointError(f"{ckpt} holds a {kind!r} checkpoint, not {agent!r}")
-    wanted = (scenario.network.num_users, scenario.catalogue.num_models)
-    if shape != wanted:
-        raise CheckpointError(
-            f"{ckpt} was trained for U={shape[0]}, M={shape[1]}; "
-            f"the scenario has U={wanted[0]}, M={wanted[1]}"
-        )
-    for name, digest in files.items():
-        path = ckpt / name
-        if not path.is_file() or _sha256(path) != digest:
-            raise CheckpointError(f"{path} is missing or corrupted (SHA-256 differs from manifest)")
-    return {**manifest, "path": str(ckpt)}
-
-
-def read_networks(path: Path, check_finite: bool = True) -> dict[str, torch.Tensor]:
-    """A verified checkpoint's networks, refused if any tensor is NaN or infinite (with
-    ``check_finite``; :func:`load_acting` checks only those it loads)."""
-    tensors = load_file(path)
-    if check_finite:
-        _refuse_non_finite(tensors, str(path))
-    return tensors
-
-
-def _refuse_non_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{where} holds non-finite values in {bad[:3]}")
-
-
-ACTING_MODULES = {"allocator": "actor", "caching": "q"}
-"""The networks a trained pair acts with (exploration off); an exported policy holds these."""
-PRETRAINED = Path(__file__).resolve().parent / "pretrained"
-"""The shipped policies: ``<PRETRAINED>/<agent>`` for the default scenario (best preset)."""
-
-
-def _acting_keys(agents: T2DRLAgents) -> dict[str, torch.nn.Module]:
-    return {
-        f"{agent.name}.{module}.": agent.modules()[module]
-        for agent, module in (
-            (agents.allocator, ACTING_MODULES["allocator"]),
-            (agents.caching, ACTING_MODULES["caching"]),
-        )
-    }
-
-
-def load_acting(agents: T2DRLAgents, tensors: dict[str, torch.Tensor]) -> None:
-    """Load only the acting networks (the actor, the caching agent's Q) from ``tensors``,
-    a full checkpoint's or an exported policy's, refused if any of them is NaN or infinite
-    (a run whose training state overflowed, e.g. Adam's moments, still acts if its acting
-    networks are finite)."""
-    for prefix, module in _acting_keys(agents).items():
-        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if not state:
-            raise CheckpointError(f"the checkpoint holds no {prefix.rstrip('.')} network")
-        _refuse_non_finite(state, f"the checkpoint's {prefix.rstrip('.')} network")
-        module.load_state_dict(state)
-
-
-def export_policy(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write the acting part of a trained run into ``out`` (a folder ``load_policies`` and
-    ``testbed simulate/compare --checkpoint`` accept): ``train.json``, ``config.toml``,
-    ``run.json`` of the training run, and ``checkpoint/`` with the actor and the caching
-    network only (no critic, optimiser or replay: a few hundred kB), its manifest marked
-    ``acting_only``. The run's checkpoint is verified first; ``out`` must not exist."""
-    run_dir, out = Path(run_dir), Path(out)
-    train = TrainConfig(**json.loads((run_dir / "train.json").read_text()))
-    scenario = load_config(run_dir / "config.toml")
-    manifest = verify_checkpoint(run_dir / "checkpoint", train.agent, scenario)
-    tensors = read_networks(Path(manifest["path"]) / "networks.safetensors", check_finite=False)
-    agents = T2DRLAgents(scenario, train)
-    load_acting(agents, tensors)
-    acting = {
-        f"{prefix}{key}": value.contiguous()
-        for prefix, module in _acting_keys(agents).items()
-        for key, value in module.state_dict().items()
-    }
-    ckpt = out / "checkpoint"
-    ckpt.mkdir(parents=True)
-    for name in ("train.json", "config.toml", "run.json"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out / name)
-    save_file(acting, ckpt / "networks.safetensors")
-    state = {"episode": int(manifest["episode"]), "exported_from": run_dir.name}
-    (ckpt / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    return _write_manifest(ckpt, train, scenario, int(manifest["episode"]), acting_only=True)
-
-
-def load_policies(
-    run_dir: str | Path,
-    scenario: ScenarioConfig | None = None,
-    catalogue: ModelCatalogue | None = None,
-):
-    """The (caching, allocation) policies of a trained run folder (or of an exported
-    policy, :func:`export_policy`), for ``testbed simulate``.
-
-    The checkpoint is verified first (kind, shape, checksums, finite weights)."""
-    run_dir = Path(run_dir)
-    train = TrainConfig(**json.loads((run_dir / "train.json").read_text()))
-    trained_on = load_config(run_dir / "config.toml")
-    scenario = scenario or trained_on
-    manifest = verify_checkpoint(run_dir / "checkpoint", train.agent, scenario)
-    agents = T2DRLAgents(trained_on, train)
-    networks = read_networks(Path(manifest["path"]) / "networks.safetensors", check_finite=False)
-    load_acting(agents, networks)
-    catalogue = catalogue or build_catalogue(scenario.catalogue)
-    caching = LearnedCaching(agents.caching, train.agent)
-    allocation = LearnedAllocation(
-        agents.allocator, scenario, catalogue, train.agent, steps_amender(train)
-    )
-    return caching, allocation
 
 
 class AllocationLearner(Hooks):

@@ -256,9 +256,9 @@ def train_config_from_args(args: argparse.Namespace, seed: int) -> Any:
 
 def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
     """Refuse flags that contradict the stored run instead of silently dropping them."""
-    from agents.t2drl import TrainConfig
+    from testbed.runs.folder import RunFolder
 
-    stored = TrainConfig(**json.loads((out / "train.json").read_text()))
+    stored = RunFolder(out).read_train()
     for flag in _TRAIN_FLAGS:
         given = getattr(args, flag)
         if given is not None and given != getattr(stored, flag):
@@ -288,8 +288,8 @@ def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from agents.t2drl import TrainConfig, verify_checkpoint
-    from testbed.training.trainer import train
+    from testbed.runs.folder import RunFolder
+    from testbed.training.trainer import resume, train
 
     if args.resume:
         out = Path(args.resume)
@@ -299,20 +299,9 @@ def _train(args: argparse.Namespace) -> int:
                 "(expected train.json, config.toml and checkpoint/)"
             )
         _check_resume_flags(args, out)
-        try:
-            stored = TrainConfig(**json.loads((out / "train.json").read_text()))
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"--resume {out}: train.json is unreadable: {exc}") from exc
-        verify_checkpoint(out / "checkpoint", stored.agent, load_config(out / "config.toml"))
-        episodes = args.episodes or stored.episodes
+        RunFolder(out).verify_checkpoint()
         args.kept = lambda: f"{out} holds a checkpoint; --resume {out} continues"
-        result = train(
-            TrainConfig(episodes=episodes),
-            ScenarioConfig(),
-            out,
-            resume=True,
-            progress=not args.quiet,
-        )
+        result = resume(out, args.episodes, progress=not args.quiet)
     else:
         config = _scenario(args)
         train_config = train_config_from_args(args, config.seed)
@@ -327,9 +316,8 @@ def _train(args: argparse.Namespace) -> int:
         claim_out_dir(out, args.overwrite)
         log.info("training %s", json.dumps(asdict(train_config)))
         args.kept = lambda: f"{out} holds a checkpoint; --resume {out} continues"
-        result = train(
-            train_config, config, out, progress=not args.quiet, run_info=run_metadata(sys.argv)
-        )
+        RunFolder(out).write_provenance()
+        result = train(train_config, config, out, progress=not args.quiet)
     print(
         f"{out}: {result.get('episode', -1) + 1} episodes, last episode utility "
         f"{result.get('utility', float('nan')):.3f}, hit ratio "
@@ -351,9 +339,7 @@ def _experiment(args: argparse.Namespace) -> int:
             args, f"runs/experiment__{args.name}__{preset}__{int(time.time())}", None
         )
     args.kept = lambda: f"every finished run is in {out}; --resume {out} continues"
-    report = (
-        (lambda message: None) if args.quiet else _EXPERIMENT_LOG.info
-    )
+    report = (lambda message: None) if args.quiet else _EXPERIMENT_LOG.info
     run_experiment(
         args.name,
         out,
@@ -463,16 +449,14 @@ def _sweep_cmd(args: argparse.Namespace) -> int:
         out = _new_run_folder(args, f"runs/sweep__{key}__{int(time.time())}", base)
         (out / "sweep.json").write_text(json.dumps(identity, indent=2) + "\n")
     args.kept = lambda: f"every finished run is in {out}; --resume {out} continues"
-    report = (
-        (lambda message: None) if args.quiet else _EXPERIMENT_LOG.info
-    )
+    report = (lambda message: None) if args.quiet else _EXPERIMENT_LOG.info
     run_sweep(base, key, values, out, budget, report, args.workers, not args.quiet, args.ray or "")
     print(f"sweep of {key} over {values} -> {out}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from agents.t2drl import export_policy
+    from testbed.runs.folder import RunFolder
 
     run_dir = Path(args.run)
     if not (run_dir / "train.json").is_file() or not (run_dir / "config.toml").is_file():
@@ -485,7 +469,7 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is the run itself: export into another folder")
     if args.overwrite and out.exists():
         shutil.rmtree(out)
-    manifest = export_policy(run_dir, out)
+    manifest = RunFolder(run_dir).export(out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"{manifest['agent']} policy of episode {manifest['episode']} -> {out} ({size:,} bytes)")
     return 0

@@ -9,11 +9,12 @@ from agents.d3pg import D3PG, D3PGConfig, DiffusionActor, beta_schedule
 from agents.ddpg import DDPG, ActorCriticConfig
 from agents.ddqn import DDQN, DDQNConfig
 from agents.schrs import StaticPopularCaching
-from agents.t2drl import T2DRLAgents, TrainConfig, load_policies
+from agents.t2drl import T2DRLAgents, TrainConfig
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.system_model import check_allocation, served_at_edge
+from testbed.sim.policies import make_policies
 from testbed.sim.runner import run
-from testbed.training.trainer import train
+from testbed.training.trainer import resume, train
 from ue_emulator.world import World
 
 SMALL = ScenarioConfig().replace(
@@ -157,7 +158,7 @@ def test_resume_continues_an_interrupted_run_exactly(tmp_path, preset):
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, "cut", on_episode=interrupt, preset=preset)
     assert len(pd.read_csv(tmp_path / "cut" / "metrics.csv")) == 2
-    train(TrainConfig(episodes=4), ScenarioConfig(), tmp_path / "cut", resume=True)
+    resume(tmp_path / "cut", episodes=4)
     whole = pd.read_csv(tmp_path / "whole" / "metrics.csv").drop(columns="wall_s")
     cut = pd.read_csv(tmp_path / "cut" / "metrics.csv").drop(columns="wall_s")
     pd.testing.assert_frame_equal(whole, cut)
@@ -187,7 +188,7 @@ def test_short_training_beats_the_untrained_policy(tmp_path):
     eval_config = SMALL.replace(seed=1000)
 
     def evaluate(run_dir):
-        _, allocation = load_policies(run_dir, SMALL, catalogue)
+        _, allocation = make_policies("t2drl", SMALL, catalogue, run_dir)
         return run(eval_config, caching, allocation, 3, catalogue=catalogue)[0].mean_slot_reward
 
     _train(tmp_path, "untrained", episodes=1)  # 20 slots: ends before the first update

@@ -189,12 +189,12 @@ def test_shipped_policy_matches_the_optimiser_on_held_out_slots(agent):
     equals the exact enumeration's in every popularity state, and the cloned allocation's
     utility is within 0.5% of the optimiser's on average (measured: 0.003-0.03%), its
     bandwidth shares within 0.05 of the KKT split."""
-    from testbed.sim.policies import PRETRAINED, make_policies
+    from testbed.sim.policies import PRETRAINED_REF, make_policies
 
     config = ScenarioConfig()
     catalogue = build_catalogue(config.catalogue)
     radio = RadioParams.from_config(config)
-    caching, allocation = make_policies(agent, config, catalogue, PRETRAINED)
+    caching, allocation = make_policies(agent, config, catalogue, PRETRAINED_REF)
     best_caching, teacher = make_policies("optimal", config, catalogue)
     for index, gamma in enumerate(config.catalogue.popularity_states):
         frame = FrameState(0, index, gamma)

@@ -31,8 +31,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from testbed.core.config import ModelCatalogue, ScenarioConfig
-from testbed.core.errors import TestbedError
+from testbed.core.errors import TestbedError, UsageError
 from testbed.core.protocols import AllocationPolicy, CachingPolicy
+from testbed.runs.folder import RunFolder
 
 PolicyPair = tuple[CachingPolicy, AllocationPolicy]
 Checkpoints = str | Path | Mapping[str, str | Path] | None
@@ -69,7 +70,7 @@ COMPOSITE = "+"
 ROLES = ("caching", "allocation")
 
 
-PRETRAINED = "@pretrained"
+PRETRAINED_REF = "@pretrained"
 """A checkpoint given as this names the policy shipped in ``agents/pretrained/<name>``
 (trained on the default scenario with the `best` preset)."""
 
@@ -99,6 +100,16 @@ def policy_parts(name: str) -> tuple[str, ...]:
             what = f"empty {role} part" if not part else f"unknown {role} part {part!r}"
             raise PolicyError(f"policy {name!r}: {what}; choose each part from {list(POLICIES)}")
     return tuple(parts)
+
+
+def unique_policies(names: list[str], flag: str = "--policies") -> list[str]:
+    """``names`` once checked: each a policy (or composite) of the registry, none twice."""
+    if len(set(names)) != len(names):
+        twice = sorted({p for p in names if names.count(p) > 1})
+        raise UsageError(f"{flag} names {twice} more than once: list each policy once")
+    for name in names:
+        policy_parts(name)
+    return list(names)
 
 
 def learned_parts(name: str) -> list[str]:
@@ -141,21 +152,24 @@ def _make_one(
             raise PolicyError(f"policy {name}: {exc}") from exc
     if checkpoint is None:
         raise PolicyError(f"policy {name} needs a checkpoint: the run folder of `testbed train`")
-    if str(checkpoint) == PRETRAINED:
-        from agents.t2drl import PRETRAINED as shipped
+    if str(checkpoint) == PRETRAINED_REF:
+        from agents.t2drl import SHIPPED_POLICIES_DIR
 
-        checkpoint = shipped / name
+        checkpoint = SHIPPED_POLICIES_DIR / name
     run_dir = Path(checkpoint)
     if not run_dir.is_dir():
         raise PolicyError(f"checkpoint {run_dir}: no such run folder of `testbed train`")
-    import json
+    from agents.t2drl import LearnedAllocation, LearnedCaching, steps_amender
 
-    from agents.t2drl import load_policies
-
+    folder = RunFolder(run_dir)
     try:
-        trained = json.loads((run_dir / "train.json").read_text()).get("agent")
-    except (OSError, ValueError) as exc:
-        raise PolicyError(f"{run_dir}/train.json is missing or unreadable: {exc}") from exc
+        trained = folder.read_train().agent
+    except UsageError as exc:
+        raise PolicyError(str(exc)) from exc
     if trained != name:
         raise PolicyError(f"{run_dir} holds a trained {trained!r} run, not {name!r}")
-    return load_policies(run_dir, config, catalogue)
+    agents, train = folder.load_acting(config)  # verified: kind, shape, checksums, finite
+    allocation = LearnedAllocation(
+        agents.allocator, config, catalogue, train.agent, steps_amender(train)
+    )
+    return LearnedCaching(agents.caching, train.agent), allocation

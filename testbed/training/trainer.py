@@ -9,8 +9,8 @@ slot, F per frame) and writes a run folder:
 * ``metrics.csv`` (one row per episode) and TensorBoard events under ``tb/``
   (tags ``charts/``, ``losses/``, ``eval/``), both through the one recorder;
 * ``checkpoint/``: every network, optimizer, replay buffer and random state as
-  safetensors (never pickle) plus ``state.json``; ``train(..., resume=True)`` continues
-  from it and reproduces the uninterrupted run exactly.
+  safetensors (never pickle) plus ``state.json``; :func:`resume` continues from it and
+  reproduces the uninterrupted run exactly.
 
 Training worlds are seeded apart from the evaluation worlds of ``testbed simulate``
 (``testbed.core.seeding``): the same run seed never trains and evaluates on one episode.
@@ -20,17 +20,15 @@ unseen episode.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file as load_numpy
 
 from agents.t2drl import (
     LOSS_KEYS,
@@ -44,15 +42,13 @@ from agents.t2drl import (
     TrainConfig,
     counterfactuals,
     credit,
-    read_networks,
     steps_amender,
-    verify_checkpoint,
-    write_checkpoint,
 )
-from testbed.core.config import ScenarioConfig, build_catalogue, load_config, save_config
+from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.metrics import SlotMetrics
-from testbed.core.outputs import atomic_write_text
 from testbed.core.seeding import EVAL_SEED_OFFSET, training_world_seed
+from testbed.runs.checkpoints import load_training_state
+from testbed.runs.folder import RunFolder
 from testbed.runs.interrupts import DeferredInterrupt
 from testbed.runs.recorder import ProgressSpec, Recorder
 from testbed.sim.executor import simulated_driver
@@ -65,7 +61,8 @@ class Trainer:
     """The two learners of one T2DRL instance in the driver, with their checkpoint."""
 
     def __init__(self, scenario: ScenarioConfig, train: TrainConfig, out: Path) -> None:
-        self.scenario, self.train, self.out = scenario, train, out
+        torch.set_num_threads(train.threads)
+        self.scenario, self.train, self.folder = scenario, train, RunFolder(out)
         self.catalogue = build_catalogue(scenario.catalogue)
         self.driver = simulated_driver(scenario, self.catalogue, check=False)
         self.agents = T2DRLAgents(scenario, train)
@@ -131,7 +128,7 @@ class Trainer:
         )
 
     def save(self) -> None:
-        """Checkpoint the state between two episodes (``agents.t2drl.write_checkpoint``)."""
+        """Checkpoint the state between two episodes (``testbed.runs.checkpoints``)."""
         state = {
             "episode": self.episode,
             "rng": {
@@ -140,16 +137,12 @@ class Trainer:
             },
             "epsilon": self.agents.caching.epsilon,
         }
-        write_checkpoint(self.out / "checkpoint", self.agents, self.train, self.scenario, state)
+        self.folder.write_checkpoint(self.agents, self.train, self.scenario, state)
 
     def load(self) -> None:
         """Continue from the verified checkpoint (kind, shape, checksums, finite weights)."""
-        manifest = verify_checkpoint(self.out / "checkpoint", self.train.agent, self.scenario)
-        ckpt = Path(manifest["path"])
-        self.agents.load_tensors(read_networks(ckpt / "networks.safetensors"))
-        for agent in (self.agents.allocator, self.agents.caching):
-            agent.buffer.load_arrays(load_numpy(ckpt / f"replay_{agent.name}.safetensors"))
-        state = json.loads((ckpt / "state.json").read_text())
+        manifest = self.folder.verify_checkpoint(self.train.agent, self.scenario)
+        state = load_training_state(Path(manifest["path"]), self.agents)
         self.episode = int(state["episode"])
         self.agents.allocator.rng.bit_generator.state = state["rng"]["allocator"]
         self.agents.caching.rng.bit_generator.state = state["rng"]["caching"]
@@ -160,45 +153,59 @@ def train(
     train_config: TrainConfig,
     scenario: ScenarioConfig,
     out: str | Path,
-    resume: bool = False,
     progress: bool = False,
-    run_info: dict[str, Any] | None = None,
     on_episode: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run (or continue) Algorithm 1; returns the last episode's metrics and the folder.
+    """Run Algorithm 1 into the (claimed) run folder ``out``: its ``config.toml`` and
+    ``train.json`` are written first; returns the last episode's metrics and the folder.
 
-    With ``resume``, the stored hyperparameters and scenario are used and only
-    ``train_config.episodes`` (the new total, stored in ``train.json``) is taken from the
-    argument. ``on_episode`` is called with each episode's metrics row after it is written.
-
-    Ctrl-C or SIGTERM stops the run at the end of the episode in progress, saves a checkpoint
-    there (so ``--resume`` continues exactly) and raises :class:`Interrupted`; a second
-    signal stops at once, keeping the last checkpoint.
+    ``on_episode`` is called with each episode's metrics row after it is written. Ctrl-C or
+    SIGTERM stops the run at the end of the episode in progress, saves a checkpoint there
+    (so :func:`resume` continues exactly) and raises :class:`Interrupted`; a second signal
+    stops at once, keeping the last checkpoint.
     """
     train_config.validate()
-    out = Path(out)
-    torch.set_num_threads(train_config.threads)
-    if resume:
-        stored = TrainConfig(**json.loads((out / "train.json").read_text()))
-        stored.episodes = train_config.episodes
-        train_config = stored
-        scenario = load_config(out / "config.toml")
-        atomic_write_text(out / "train.json", json.dumps(asdict(train_config), indent=2) + "\n")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(scenario, out / "config.toml")
-        (out / "train.json").write_text(json.dumps(asdict(train_config), indent=2) + "\n")
-        if run_info is not None:
-            (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
-    trainer = Trainer(scenario, train_config, out)
-    if resume:
-        trainer.load()
+    folder = RunFolder(out)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_scenario(scenario)
+    folder.write_train(train_config)
+    return _play(Trainer(scenario, train_config, folder.path), progress, on_episode)
+
+
+def resume(
+    out: str | Path,
+    episodes: int | None = None,
+    progress: bool = False,
+    on_episode: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Continue the training run in ``out`` from its checkpoint, with its stored
+    hyperparameters and scenario, up to ``episodes`` (the new total, stored in
+    ``train.json``; default the stored one). Reproduces the uninterrupted run exactly."""
+    folder = RunFolder(out)
+    train_config = folder.read_train()
+    if episodes is not None:
+        train_config = replace(train_config, episodes=episodes)
+    train_config.validate()
+    folder.write_train(train_config)
+    trainer = Trainer(folder.read_scenario(), train_config, folder.path)
+    trainer.load()
+    return _play(trainer, progress, on_episode, resumed=True)
+
+
+def _play(
+    trainer: Trainer,
+    progress: bool,
+    on_episode: Callable[[dict[str, Any]], None] | None,
+    resumed: bool = False,
+) -> dict[str, Any]:
+    """Episodes until the configured total, recorded and checkpointed."""
+    train_config = trainer.train
     start = time.perf_counter()
     last: dict[str, Any] = {}
     recorder = Recorder(
-        out,
+        trainer.folder.path,
         METRIC_COLUMNS,
-        resume_step=trainer.episode if resume else None,
+        resume_step=trainer.episode if resumed else None,
         progress=ProgressSpec(
             total=train_config.episodes,
             initial=trainer.episode,
@@ -222,4 +229,4 @@ def train(
                 on_episode(last)
             interrupt.check()
     trainer.save()
-    return {"out": str(out), **last}
+    return {"out": str(trainer.folder.path), **last}
