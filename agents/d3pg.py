@@ -16,8 +16,8 @@ Choices the paper leaves open, as options (defaults in :class:`D3PGConfig`):
   denoised"; with the ``hard`` action map the clip leaks its gradient beyond the bounds
   the same way). Off by default: a clipped output has zero gradient, and with the policy
   gradient alone (no behaviour-cloning term) the actor then sticks at the bounds. On in
-  the `best` preset (``agents.t2drl.BEST_D3PG``): unclipped, the reverse chain is a
-  recurrence whose gain can exceed 1, and its raw output can diverge;
+  the `best` preset (its ``d3pg`` overrides, ``agents.t2drl.PRESETS``): unclipped, the
+  reverse chain is a recurrence whose gain can exceed 1, and its raw output can diverge;
 * ``action_map``, x^0 into [0, 1]: ``"tanh"`` (default), ``a = (tanh(x^0) + 1) / 2``,
   smooth everywhere but never exactly 0; ``"clip"``, ``a = (clip(x^0, -1, 1) + 1) / 2``;
   or ``"hard"``, the clip with a leaking gradient beyond the bounds

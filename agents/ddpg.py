@@ -17,22 +17,19 @@ import torch
 from torch import nn
 
 from agents.nets import ACTION_MAPS, map_action, mlp, soft_update
+from agents.offpolicy import BootstrapConfig, replay_ready, sample_tensors
 from agents.replay import ReplayBuffer
 
 
 @dataclass
-class ActorCriticConfig:
-    """Hyperparameters of DDPG / D3PG. Defaults: see ``docs/agents.md`` for the reasons."""
+class ActorCriticConfig(BootstrapConfig):
+    """Hyperparameters of DDPG / D3PG (the discount omega and the rate epsilon:
+    `BootstrapConfig`). Defaults: see ``docs/agents.md`` for the reasons."""
 
     actor_lr: float = 3e-4
     """Adam learning rate sigma^a of the actor (the paper's Sec. 7.1: 1e-6, preset `paper`)."""
     critic_lr: float = 3e-4
     """Adam learning rate sigma^c of the critic (the paper's Sec. 7.1: 1e-6)."""
-    discount: float = 0.0
-    """omega of eq. (24b). The slot's action does not change the next state (the world is
-    exogenous), so the optimal allocation is myopic for any omega; 0 removes bootstrap noise."""
-    target_rate: float = 0.005
-    """epsilon of eqs. (28)-(29)."""
     batch_size: int = 128
     """E, transitions per update."""
     buffer_size: int = 100_000
@@ -211,14 +208,11 @@ class DDPG:
         )
 
     def ready(self) -> bool:
-        return len(self.buffer) >= max(self.config.warmup, self.config.batch_size)
+        return replay_ready(self.buffer, self.config.warmup, self.config.batch_size)
 
     def update(self) -> dict[str, float]:
         """One critic step on (24) and one actor step on (26)-(27), then (28)-(29)."""
-        batch = {
-            k: torch.as_tensor(v)
-            for k, v in self.buffer.sample(self.rng, self.config.batch_size).items()
-        }
+        batch = sample_tensors(self.buffer, self.rng, self.config.batch_size)
         s, a, r = batch["states"], batch["actions"], batch["rewards"]
         mask, next_mask = batch.get("masks"), batch.get("next_masks")
         if self.config.objective == "clone":

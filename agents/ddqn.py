@@ -14,21 +14,18 @@ import numpy as np
 import torch
 
 from agents.nets import EpsilonGreedy, mlp, seed_streams, soft_update
+from agents.offpolicy import BootstrapConfig, replay_ready, sample_tensors
 from agents.replay import ReplayBuffer
 from testbed.core.system_model import amend_cache, cache_to_action, feasible_actions
 
 
 @dataclass
-class DDQNConfig:
-    """Hyperparameters of the caching agent."""
+class DDQNConfig(BootstrapConfig):
+    """Hyperparameters of the caching agent (the discount rho of eq. (33a) and the rate kappa
+    of eq. (35): `BootstrapConfig`)."""
 
     lr: float = 1e-3
     """Adam learning rate zeta (the paper's Sec. 7.1: 1e-6, preset `paper`)."""
-    discount: float = 0.0
-    """rho of eq. (33a). Caching does not change the next gamma(t) (an exogenous Markov
-    chain), so the best cache is myopic for any rho; 0 removes bootstrap noise."""
-    target_rate: float = 0.005
-    """kappa of eq. (35)."""
     batch_size: int = 64
     """F, transitions per update."""
     buffer_size: int = 20_000
@@ -49,8 +46,8 @@ class DDQNConfig:
     """Frame rewards are multiplied by this before the Q-networks see them."""
     explore: str = "feasible"
     """What epsilon-greedy draws from: `feasible` (uniformly among the caches that satisfy
-    (11d)) or `all` (any of the 2^M codes, as before issue 11: 74% of them break (11d) on
-    the default scenario and only earn the penalty Xi)."""
+    (11d)) or `all` (any of the 2^M codes: 74% of them break (11d) on the default scenario
+    and only earn the penalty Xi)."""
 
     def validate(self) -> None:
         if self.explore not in EXPLORE_MODES:
@@ -124,14 +121,11 @@ class DDQN(EpsilonGreedy):
         self.buffer.add([gamma], [action], reward * self.config.reward_scale, [next_gamma], done)
 
     def ready(self) -> bool:
-        return len(self.buffer) >= max(self.config.warmup, self.config.batch_size)
+        return replay_ready(self.buffer, self.config.warmup, self.config.batch_size)
 
     def update(self) -> dict[str, float]:
         """One step on loss (33) with the double-Q target (33a), then eq. (35)."""
-        batch = {
-            k: torch.as_tensor(v)
-            for k, v in self.buffer.sample(self.rng, self.config.batch_size).items()
-        }
+        batch = sample_tensors(self.buffer, self.rng, self.config.batch_size)
         s, a, r = batch["states"], batch["actions"][:, 0], batch["rewards"]
         with torch.no_grad():
             best = self.q(batch["next_states"]).argmax(

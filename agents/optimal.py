@@ -251,7 +251,7 @@ def _knapsack(candidates: list[_Candidates], budget: int) -> tuple[np.ndarray, f
     return counts, float(tables[-1][budget])
 
 
-def integer_steps(curves: StepCurves, total_steps: int) -> tuple[np.ndarray, float]:
+def best_integer_steps(curves: StepCurves, total_steps: int) -> tuple[np.ndarray, float]:
     """The exact optimum over integer step counts s_u in {0} U [ceil A1, ceil A3]."""
     budget = int(min(total_steps, np.ceil(curves.a3_steps).sum()))
     return _knapsack([_upper_candidates(curves, u) for u in range(len(curves.a1_steps))], budget)
@@ -331,7 +331,7 @@ def optimal_steps(curves: StepCurves, total_steps: int) -> StepsSolution:
 def _dp_steps(curves: StepCurves, gaining: np.ndarray, total_steps: int) -> StepsSolution:
     """Integer-exact DP, real re-balance and a lower bound (see :func:`optimal_steps`)."""
     sub = curves.subset(gaining)
-    counts, _ = integer_steps(sub, total_steps)
+    counts, _ = best_integer_steps(sub, total_steps)
     steps = np.zeros(len(curves.a1_steps))
     steps[gaining] = _fill_linear(sub, counts > 0, float(total_steps))
     return StepsSolution(

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from agents.t2drl import LearnedAllocation, T2DRLAgents, TrainConfig, steps_amender
+from agents.t2drl import LearnedAllocation, T2DRLAgents, TrainConfig
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.system_model import popular_cache
 from testbed.training.trainer import train
@@ -39,7 +39,7 @@ def decision_ms(
     train_config = TrainConfig(agent=agent, preset=preset)
     agents = T2DRLAgents(config, train_config)
     policy = LearnedAllocation(
-        agents.allocator, config, catalogue, agent, steps_amender(train_config)
+        agents.allocator, config, catalogue, agent, train_config.steps_amender
     )
     world = World(config)
     world.reset(0)

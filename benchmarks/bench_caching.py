@@ -1,6 +1,6 @@
 """Caching decision and training time per frame: the factored agent at M = 10 and M = 50
-against the paper's DDQN at M = 10 (issue 11: M = 50, 2^50 caches, must train and decide in
-the same time order as M = 10).
+against the paper's DDQN at M = 10 (the target: at M = 50, 2^50 caches, it trains and
+decides in the same time order as at M = 10).
 
 A decision is s(t) -> cache that fits (11d): the DDQN's argmax over 2^M outputs amended by
 Sec. 6.3.2; the factored agent's M values and the exact knapsack. A training step is one

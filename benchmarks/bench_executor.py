@@ -1,10 +1,11 @@
 """RePaint executor benchmark (targets: overhead <= 5% at batch 1; batching gain at batch 8).
 
 Two figures, each measured side by side in one run (alternating calls, alternating order):
-* overhead: `RePaintExecutor.inpaint` of one request vs calling diffusers' `RePaintPipeline`
-  directly on the same tensors, generator and step count (the executor adds the numpy/tensor
-  boundary, the UNet-call hook and the synchronised timer; scoring happens on the users' side,
-  `ue_emulator.quality`, and is not measured here);
+* overhead: `RePaintExecutor.inpaint` of one request vs its bare call of diffusers'
+  `RePaintPipeline` (`RePaintExecutor.run_pipeline`) on the same tensors, generator and step
+  count (the executor adds the numpy/tensor boundary, the UNet-call hook and the device
+  synchronisation; scoring happens on the users' side, `ue_emulator.quality`, and is not
+  measured here);
 * batching: 8 requests served one at a time vs as one batch of 8.
 
     python benchmarks/bench_executor.py [--model brick] [--steps 20] [--repeats 15] [--threads 1]
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -37,18 +37,8 @@ def overhead(executor: RePaintExecutor, model: str, steps: int, repeats: int) ->
     mask = torch.from_numpy(request.mask)[None, None].to(executor.device)
 
     def direct() -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "The preprocess method", FutureWarning)
-            pipeline(
-                image=image,
-                mask_image=mask,
-                num_inference_steps=steps,
-                eta=executor.eta,
-                jump_length=executor.jump_length,
-                jump_n_sample=executor.jump_n_sample,
-                generator=[torch.Generator().manual_seed(request.seed)],
-                output_type="np",
-            )
+        generators = [torch.Generator().manual_seed(request.seed)]
+        executor.run_pipeline(pipeline, image, mask, steps, generators)
 
     def timed(call: Callable[[], object]) -> float:
         start = time.perf_counter()

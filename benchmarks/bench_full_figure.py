@@ -1,5 +1,5 @@
-"""Wall time of a whole figure at the converged budget (issue 12: Fig. 7 with 1 and 2
-workers, target <= 60 min with 2). Each worker count runs the same experiment into its own
+"""Wall time of a whole figure at the converged budget (e.g. Fig. 7 with 1 and 2 workers,
+target <= 60 min with 2). Each worker count runs the same experiment into its own
 folder under ``--out`` (kept: the first is the committed figure), one after the other on
 the same machine; their numbers must agree (checked), only the wall time may differ. A
 later call may add another worker count to the same ``--out`` (its ``workersN`` must not
@@ -12,13 +12,14 @@ exist yet): it is checked against, and reported beside, the counts already there
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from testbed.lab.experiments import run_experiment
+from testbed.lab.workers import TIMING
+from testbed.runs.folder import RunFolder
 
 
 def _numbers(path: Path) -> pd.DataFrame:
@@ -56,8 +57,9 @@ def main() -> None:
         print(f"{args.experiment}, {workers} worker(s): {times[workers] / 60:.1f} min", flush=True)
     for folder in sorted(args.out.glob("workers*")):  # the counts of earlier calls too
         workers = int(folder.name.removeprefix("workers"))
-        if workers not in times and (folder / "timing.json").is_file():
-            times[workers] = json.loads((folder / "timing.json").read_text())["wall_s"]
+        timing = RunFolder(folder)
+        if workers not in times and timing.has(TIMING):
+            times[workers] = timing.read_json(TIMING)["wall_s"]
     csv = f"{args.experiment}.csv"
     first = _numbers(args.out / f"workers{args.workers[0]}" / csv)
     for workers in times:

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.cli import LIVE_SCENARIO
-from testbed.core.config import build_catalogue, load_config
+from testbed.core.config import load_config
 from testbed.core.protocols import Hooks
 from testbed.core.records import SlotStep
+from testbed.live.nodes import NodeAddresses
+from testbed.live.options import LIVE_SCENARIO, LiveOptions
 from testbed.live.report import simulated_backhaul_s
 from testbed.runs.traces import LIVE_TRACE_SCHEMA, read_trace
-from testbed.sim.policies import make_policies
 
 UNPACED_BPS = 1e12
 
@@ -47,23 +47,14 @@ class SlotClock(Hooks):
         self.ends.append(time.perf_counter())
 
 
-def loop_overhead(config, nodes, out: Path, policy: str) -> tuple[dict[str, float], pd.DataFrame]:
-    from testbed.live.controller import run_live
+def loop_overhead(
+    config, nodes: NodeAddresses, out: Path, policy: str
+) -> tuple[dict[str, float], pd.DataFrame]:
+    from testbed.live.controller import LivePlan, run_live
 
-    catalogue = build_catalogue(config.catalogue)
-    caching, allocation = make_policies(policy, config, catalogue)
+    plan = LivePlan.build(LiveOptions(policy=policy, gallery_users=0, progress=False), config)
     clock = SlotClock()
-    run_live(
-        config,
-        catalogue,
-        caching,
-        allocation,
-        nodes["users"],
-        nodes["edge"],
-        out,
-        gallery_users=0,
-        hooks=(clock,),
-    )
+    run_live(plan, out, nodes, hooks=(clock,))
     trace = read_trace(out / "trace.parquet", LIVE_TRACE_SCHEMA)
     critical = trace.groupby("slot", sort=False)["measured_D_tl_s"].max().to_numpy()
     walls = np.diff(clock.ends)  # slot k's wall: from slot k-1's end (skips the cache fill)
@@ -168,7 +159,7 @@ def main() -> None:
     cloud = serve_cloud(config, threads=1)
     edge = serve_edge(config, cloud=cloud.address, threads=1)
     users = serve_users(config, edge=edge.address)
-    nodes = {"users": users.address, "edge": edge.address}
+    nodes = NodeAddresses(users=users.address, edge=edge.address)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             overhead, trace = loop_overhead(config, nodes, Path(tmp), args.policy)

@@ -1,6 +1,6 @@
 """Wall time of an experiment's runs in one process, in a local pool of N processes and on
-a local Ray instance with N CPUs (issue 12: the overhead of the Ray path against the local
-pool). Each path runs into a fresh folder, so all of them do the same work; the numbers
+a local Ray instance with N CPUs: the overhead of the Ray path against the local pool.
+Each path runs into a fresh folder, so all of them do the same work; the numbers
 must agree (checked). One run each, side by side on the same machine.
 
     python benchmarks/bench_workers.py [--experiment fig8] [--workers 2] [--seeds 1]

@@ -87,8 +87,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument(
         "--overwrite", action="store_true", help="replace an existing --out folder whole"
     )
-    calibrate.set_defaults(handler=_calibrate)
+    calibrate.set_defaults(handler=_calibrate_stating_what_it_kept)
     add_zoo_command(subparsers)
+
+
+def _calibrate_stating_what_it_kept(args: argparse.Namespace) -> int:
+    """`calibrate`, its interrupt carrying what it kept (``kept``, which the CLI prints)."""
+    try:
+        return _calibrate(args)
+    except KeyboardInterrupt as exc:
+        if getattr(args, "kept", None) is not None and getattr(exc, "kept", None) is None:
+            exc.kept = args.kept()
+        raise
 
 
 def _from_run(args: argparse.Namespace) -> int:

@@ -148,14 +148,19 @@ def _train_names(args: argparse.Namespace, zoo_dir: Path, names: Sequence[str]) 
 
     import torch
 
-    from calibration.zoo_training import TrainConfig, check_finite, train_model, upsert_manifest
+    from calibration.zoo_training import (
+        ZooTrainConfig,
+        check_finite,
+        train_model,
+        upsert_zoo_manifest,
+    )
     from ue_emulator.sources import SOURCE_LOADERS
 
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in names:
         index = list(SOURCE_LOADERS).index(name)
-        config = TrainConfig(
+        config = ZooTrainConfig(
             source=name, seed=args.seed + index, max_steps=args.steps, max_minutes=args.minutes
         )
         model_dir = zoo_dir / "models" / name
@@ -167,7 +172,7 @@ def _train_names(args: argparse.Namespace, zoo_dir: Path, names: Sequence[str]) 
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
-        upsert_manifest(entry, zoo_dir / "manifest.json")
+        upsert_zoo_manifest(entry, zoo_dir / "manifest.json")
         print(f"{name}: {entry.training_steps} steps, loss {entry.final_loss:.4f}")
         _evaluate_names(zoo_dir, [name], args.eval_images, device=None)
 
@@ -211,7 +216,7 @@ def _evaluate_names(zoo_dir: Path, names: Sequence[str], images: int, device: st
     from dataclasses import replace
 
     from calibration.evaluation import mean_psnr_db
-    from calibration.zoo_training import upsert_manifest
+    from calibration.zoo_training import upsert_zoo_manifest
     from edge_node.executor import RePaintExecutor
     from edge_node.zoo import REFERENCE_STEPS, read_manifest
 
@@ -222,7 +227,7 @@ def _evaluate_names(zoo_dir: Path, names: Sequence[str], images: int, device: st
         model_dir = zoo_dir / "models" / name
         psnr_db = mean_psnr_db(executor, model_dir, name, images, REFERENCE_STEPS, HELDOUT_SEED)
         entry = replace(entries[name], heldout_psnr_db=round(psnr_db, 2))
-        upsert_manifest(entry, manifest_path)
+        upsert_zoo_manifest(entry, manifest_path)
         print(f"{name}: held-out PSNR {psnr_db:.2f} dB at {REFERENCE_STEPS} steps")
 
 

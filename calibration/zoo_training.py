@@ -29,13 +29,14 @@ from ue_emulator.sources import (
 )
 
 if TYPE_CHECKING:
+    import torch
     from diffusers import DDPMScheduler, UNet2DModel
 
 NUM_TRAIN_TIMESTEPS = 1000
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class ZooTrainConfig:
     """Hyperparameters of one zoo model's training run."""
 
     source: str
@@ -50,6 +51,15 @@ class TrainConfig:
     learning_rate: float = 1e-3
     warmup_steps: int = 50
     weight_decay: float = 1e-4
+
+    def validate(self) -> None:
+        """ValueError unless a budget is given: max_steps >= 1 or max_minutes > 0 (or both)."""
+        if self.max_steps is None and self.max_minutes is None:
+            raise ValueError("give max_steps or max_minutes")
+        if (self.max_steps is not None and self.max_steps < 1) or (
+            self.max_minutes is not None and self.max_minutes <= 0
+        ):
+            raise ValueError("max_steps must be >= 1 and max_minutes > 0")
 
 
 def build_unet(sample_size_px: int = PATCH_SIZE_PX) -> UNet2DModel:
@@ -79,7 +89,7 @@ def folder_size_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def train_model(config: TrainConfig, out_dir: Path, progress: bool = True) -> ZooEntry:
+def train_model(config: ZooTrainConfig, out_dir: Path, progress: bool = True) -> ZooEntry:
     """Train one DDPM on random 32x32 patches of the source's training region; save it.
 
     Loss: the DDPM noise-prediction MSE, || eps - eps_theta(sqrt(abar_t) x0 + sqrt(1-abar_t)
@@ -89,12 +99,7 @@ def train_model(config: TrainConfig, out_dir: Path, progress: bool = True) -> Zo
     from diffusers import DDPMPipeline
     from tqdm import tqdm
 
-    if config.max_steps is None and config.max_minutes is None:
-        raise ValueError("give max_steps or max_minutes")
-    if (config.max_steps is not None and config.max_steps < 1) or (
-        config.max_minutes is not None and config.max_minutes <= 0
-    ):
-        raise ValueError("max_steps must be >= 1 and max_minutes > 0")
+    config.validate()
     with torch.random.fork_rng(devices=[]):
         # UNet2DModel's weight init draws from the global generator: seed it without leaking
         torch.manual_seed(config.seed)
@@ -118,11 +123,7 @@ def train_model(config: TrainConfig, out_dir: Path, progress: bool = True) -> Zo
     bar = tqdm(desc=f"train {config.source}", disable=not progress, unit="step")
     while step < max_steps and time.perf_counter() - start_s < deadline_s:
         patches = sample_patches(train_images, config.batch_size, rng)
-        clean = torch.from_numpy(patches).permute(0, 3, 1, 2) * 2.0 - 1.0  # NCHW in [-1, 1]
-        noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(0, NUM_TRAIN_TIMESTEPS, (clean.shape[0],), generator=generator)
-        noisy = scheduler.add_noise(clean, noise, timesteps)
-        loss = torch.nn.functional.mse_loss(unet(noisy, timesteps).sample, noise)
+        loss = _noise_prediction_loss(unet, scheduler, patches, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -149,6 +150,23 @@ def train_model(config: TrainConfig, out_dir: Path, progress: bool = True) -> Zo
     )
 
 
+def _noise_prediction_loss(
+    unet: UNet2DModel,
+    scheduler: DDPMScheduler,
+    patches: np.ndarray,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The DDPM loss of a batch of NHWC patches in [0, 1]: the noise, then the timesteps,
+    drawn from ``generator``."""
+    import torch
+
+    clean = torch.from_numpy(patches).permute(0, 3, 1, 2) * 2.0 - 1.0  # NCHW in [-1, 1]
+    noise = torch.randn(clean.shape, generator=generator)
+    timesteps = torch.randint(0, NUM_TRAIN_TIMESTEPS, (clean.shape[0],), generator=generator)
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    return torch.nn.functional.mse_loss(unet(noisy, timesteps).sample, noise)
+
+
 def check_finite(entry: ZooEntry) -> None:
     """Refuse an entry with a NaN or infinite number (a diverged training, an empty evaluation):
     JSON has no such numbers, and a manifest holding one would mislead every reader."""
@@ -159,7 +177,7 @@ def check_finite(entry: ZooEntry) -> None:
             )
 
 
-def write_manifest(entries: list[ZooEntry], path: Path = MANIFEST_PATH) -> None:
+def write_zoo_manifest(entries: list[ZooEntry], path: Path = MANIFEST_PATH) -> None:
     """Write entries sorted in zoo order (the order of `SOURCE_LOADERS`), atomically: a reader
     sees the old manifest or the new one, never a half-written or non-finite one."""
     for entry in entries:
@@ -171,7 +189,7 @@ def write_manifest(entries: list[ZooEntry], path: Path = MANIFEST_PATH) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
-def upsert_manifest(entry: ZooEntry, path: Path = MANIFEST_PATH) -> None:
+def upsert_zoo_manifest(entry: ZooEntry, path: Path = MANIFEST_PATH) -> None:
     """Add `entry` to the manifest, replacing the entry of the same name if there is one."""
     entries = [e for e in read_manifest(path) if e.name != entry.name]
-    write_manifest([*entries, entry], path)
+    write_zoo_manifest([*entries, entry], path)

@@ -40,7 +40,7 @@ from pathlib import Path
 import grpc
 
 from edge_node.worker import InferenceWorker, make_executor, result_header, wait_for
-from edge_node.zoo import image_shape, transfer_files, zoo_model_dirs
+from edge_node.zoo import image_shape, transfer_bytes, transfer_files, zoo_model_dirs
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.errors import CheckpointError
 from testbed.proto import cloud_pb2, cloud_pb2_grpc
@@ -51,8 +51,8 @@ from testbed.proto.runtime import (
     MAX_TRANSFER_BYTES,
     NodeServer,
     Pacer,
-    make_server,
     paced,
+    serve_servicer,
 )
 from testbed.proto.security import Security, check_listen
 from testbed.proto.streams import (
@@ -86,8 +86,7 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
         }
         self.files = {name: transfer_files(folder) for name, folder in self.model_dirs.items()}
         self.weights_bytes = {
-            name: sum((self.model_dirs[name] / path).stat().st_size for path in files)
-            for name, files in self.files.items()
+            name: transfer_bytes(folder) for name, folder in self.model_dirs.items()
         }
 
     def Generate(
@@ -200,10 +199,9 @@ def serve(
     full_steps = full_quality_steps(config)
     model_dirs = zoo_model_dirs(list(full_steps))
     for name, folder in model_dirs.items():
-        files = transfer_files(folder)
-        if not any(path.suffix == ".safetensors" for path in files):
+        if not any(path.suffix == ".safetensors" for path in transfer_files(folder)):
             raise CheckpointError(f"model {name!r}: no safetensors weights in {folder}")
-        total_bytes = sum((folder / path).stat().st_size for path in files)
+        total_bytes = transfer_bytes(folder)
         if total_bytes > MAX_TRANSFER_BYTES:
             raise CheckpointError(
                 f"model {name!r}: {total_bytes} bytes of weights, over the limit of "
@@ -214,11 +212,5 @@ def serve(
         worker = InferenceWorker(executor)
         owned.callback(worker.close)
         servicer = CloudServicer(model_dirs, full_steps, worker)
-        node = make_server(
-            [lambda server: cloud_pb2_grpc.add_CloudServicer_to_server(servicer, server)],
-            [SERVICE_NAME],
-            listen,
-            security=security,
-        )
-        node.on_stop.append(owned.pop_all().close)
-    return node
+        add = cloud_pb2_grpc.add_CloudServicer_to_server
+        return serve_servicer(add, servicer, SERVICE_NAME, listen, security, owned)

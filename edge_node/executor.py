@@ -157,22 +157,7 @@ class RePaintExecutor:
             generators = [torch.Generator().manual_seed(r.seed) for r in requests]
             calls_before = self._unet_calls[key]
             self._synchronize()
-            with warnings.catch_warnings():
-                # RePaintPipeline always calls its deprecated PIL preprocess helper, which
-                # returns our tensors untouched but warns on every call
-                warnings.filterwarnings("ignore", "The preprocess method", FutureWarning)
-                start_s = time.perf_counter()
-                outputs = pipeline(
-                    image=images,
-                    mask_image=mask_tensor,
-                    num_inference_steps=steps,
-                    eta=self.eta,
-                    jump_length=self.jump_length,
-                    jump_n_sample=self.jump_n_sample,
-                    generator=generators,
-                    output_type="np",
-                ).images  # NHWC in [0, 1] on the host, which synchronises the device
-                latency_s = time.perf_counter() - start_s
+            outputs, latency_s = self.run_pipeline(pipeline, images, mask_tensor, steps, generators)
             unet_calls = self._unet_calls[key] - calls_before
         return [
             InpaintResult(
@@ -186,6 +171,34 @@ class RePaintExecutor:
             )
             for i in range(len(requests))
         ]
+
+    def run_pipeline(
+        self,
+        pipeline: RePaintPipeline,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        steps: int,
+        generators: list[torch.Generator],
+    ) -> tuple[np.ndarray, float]:
+        """One call of ``pipeline`` with this executor's resampling schedule (eta, jumps) on
+        ``images`` (NCHW in [-1, 1]) and ``masks`` (N1HW) on the device: the outputs, NHWC in
+        [0, 1] on the host (which synchronises the device), and the call's wall seconds."""
+        with warnings.catch_warnings():
+            # RePaintPipeline always calls its deprecated PIL preprocess helper, which
+            # returns our tensors untouched but warns on every call
+            warnings.filterwarnings("ignore", "The preprocess method", FutureWarning)
+            start_s = time.perf_counter()
+            outputs = pipeline(
+                image=images,
+                mask_image=masks,
+                num_inference_steps=steps,
+                eta=self.eta,
+                jump_length=self.jump_length,
+                jump_n_sample=self.jump_n_sample,
+                generator=generators,
+                output_type="np",
+            ).images
+            return outputs, time.perf_counter() - start_s
 
     def serve(self, jobs: Sequence[ServeJob], max_batch: int = 8) -> list[InpaintResult]:
         """Serve jobs, batching those with the same model and step count; results in job order."""

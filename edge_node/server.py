@@ -46,36 +46,34 @@ import numpy as np
 
 from edge_node.cache import CacheBusy, FillError, ModelCache
 from edge_node.worker import InferenceWorker, make_executor, result_header, wait_for
-from edge_node.zoo import ZOO_DIR, image_shape, transfer_files, zoo_model_dirs
+from edge_node.zoo import ZOO_DIR, image_shape, transfer_bytes, zoo_model_dirs
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.errors import TestbedError
 from testbed.proto import cloud_pb2, cloud_pb2_grpc, edge_pb2, edge_pb2_grpc
 from testbed.proto.common_pb2 import DownloadChunk, ResultHeader, UploadChunk
-from testbed.proto.runtime import DEFAULT_DEADLINE_S, LOOPBACK, NodeServer, channel, make_server
+from testbed.proto.relay import forward_to_cloud
+from testbed.proto.runtime import DEFAULT_DEADLINE_S, LOOPBACK, NodeServer, channel, serve_servicer
 from testbed.proto.security import Security, check_listen
 from testbed.proto.streams import (
     ImageShape,
-    PacedTransfer,
     Refusal,
     Upload,
     check_link_loss,
     check_paced_in_time,
     check_positive,
-    receive_reply,
     receive_upload,
     reply_messages,
     shown,
-    upload_messages,
 )
 
 SERVICE_NAME = edge_pb2.DESCRIPTOR.services_by_name["Edge"].full_name
 DEFAULT_CLOUD_ADDRESS = f"{LOOPBACK}:50052"
 """Where the edge looks for the cloud unless told otherwise."""
-FILL_DEADLINE_S = 10.0
-"""Deadline of a fill beyond twice its expected paced transfer time (s)."""
-FORWARD_DEADLINE_S = DEFAULT_DEADLINE_S
-"""Deadline of a forwarded request beyond twice its backhaul transfers: the cloud's queue
-and generation (s)."""
+FILL_SLACK_S = 10.0
+"""Slack of a fill's deadline beyond twice its expected paced transfer time (s)."""
+FORWARD_SLACK_S = DEFAULT_DEADLINE_S
+"""Slack of a forwarded request's deadline beyond twice its backhaul transfers: the cloud's
+queue and generation (s)."""
 CAPACITY_TOLERANCE_GB = 1e-9
 """Rounding slack of the capacity check (11d): sizes are floats."""
 
@@ -166,10 +164,10 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         self, model: str, request: edge_pb2.CacheRequest, context: grpc.ServicerContext
     ) -> Iterator[cloud_pb2.WeightsChunk]:
         """The cloud's weight stream of ``model``, with a deadline of twice its expected
-        paced time plus `FILL_DEADLINE_S` (within the caller's own); stops if the caller
+        paced time plus `FILL_SLACK_S` (within the caller's own); stops if the caller
         goes away."""
         wall_rate_bps = request.backhaul_down_rate_bps * request.time_scale
-        timeout_s = FILL_DEADLINE_S + 2 * 8 * self.weights_bytes[model] / wall_rate_bps
+        timeout_s = FILL_SLACK_S + 2 * 8 * self.weights_bytes[model] / wall_rate_bps
         stream = self.cloud.FetchWeights(
             cloud_pb2.WeightsRequest(
                 model=model,
@@ -224,8 +222,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     def _forward(
         self, upload: Upload, context: grpc.ServicerContext
     ) -> tuple[ResultHeader, np.ndarray]:
-        """Serve ``upload`` at the cloud: upload paced at R_bc, reply paced by the cloud at
-        R_cb; returns the cloud's result header with the backhaul times measured here."""
+        """Serve ``upload`` at the cloud (`testbed.proto.relay.forward_to_cloud`): upload paced
+        at R_bc, reply paced by the cloud at R_cb; returns the cloud's result header with the
+        backhaul times measured here."""
         header = upload.header
         for field_name, nbytes in (
             ("backhaul_up_rate_bps", header.input_bytes),
@@ -238,28 +237,22 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                 header.time_scale,
                 context.time_remaining(),
             )
-        up = PacedTransfer()
         links_s = (
             8 * header.input_bytes / header.backhaul_up_rate_bps
             + 8 * header.output_bytes / header.backhaul_down_rate_bps
         ) / header.time_scale
         try:
-            replies = self.cloud.Generate(
-                upload_messages(
-                    header, upload.masked_image, upload.mask, header.backhaul_up_rate_bps, up
-                ),
-                timeout=_within(FORWARD_DEADLINE_S + 2 * links_s, context),
+            return forward_to_cloud(
+                self.cloud,
+                header,
+                upload.masked_image,
+                upload.mask,
+                timeout_s=_within(FORWARD_SLACK_S + 2 * links_s, context),
             )
-            reply = receive_reply(replies, self.shapes[header.model], header.output_bytes)
         except grpc.RpcError as exc:
             raise self._cloud_failure(exc, f"serving model {header.model!r}") from None
         except ValueError as exc:
             raise Refusal(grpc.StatusCode.INTERNAL, f"the cloud's reply: {exc}") from None
-        result = ResultHeader()
-        result.CopyFrom(reply.header)
-        result.backhaul_up_s = up.emulated_s
-        result.backhaul_down_s = (reply.completed_s - reply.started_s) * header.time_scale
-        return result, reply.image
 
     def _cloud_failure(self, exc: grpc.RpcError, doing: str) -> Refusal:
         """What the edge answers when the cloud fails while ``doing``: a cloud that is down or
@@ -307,10 +300,7 @@ def serve(
     catalogue = build_catalogue(config.catalogue)
     model_dirs = zoo_model_dirs(catalogue.names)
     shapes = {name: image_shape(folder) for name, folder in model_dirs.items()}
-    weights_bytes = {
-        name: sum((folder / path).stat().st_size for path in transfer_files(folder))
-        for name, folder in model_dirs.items()
-    }
+    weights_bytes = {name: transfer_bytes(folder) for name, folder in model_dirs.items()}
     if cache_dir is not None:
         _check_cache_dir(cache_dir)
     executor = make_executor(device, threads)
@@ -324,14 +314,8 @@ def serve(
             config, ModelCache(cache_dir, worker), shapes, weights_bytes, cloud, security
         )
         owned.callback(servicer.close)
-        node = make_server(
-            [lambda server: edge_pb2_grpc.add_EdgeServicer_to_server(servicer, server)],
-            [SERVICE_NAME],
-            listen,
-            security=security,
-        )
-        node.on_stop.append(owned.pop_all().close)
-    return node
+        add = edge_pb2_grpc.add_EdgeServicer_to_server
+        return serve_servicer(add, servicer, SERVICE_NAME, listen, security, owned)
 
 
 def _check_cache_dir(cache_dir: Path) -> None:

@@ -33,6 +33,10 @@ from testbed.proto.streams import Refusal
 
 DEFAULT_MAX_BATCH = 8
 """Most jobs in one batch (the executor's own default)."""
+ECHOED_FIELDS = ("request_id", "height_px", "width_px", "channels", "output_bytes")
+"""Fields of a request header that its result header repeats: the request and the reply's size."""
+MEASURED_FIELDS = ("steps_run", "unet_calls", "batch_size", "wait_s", "generation_s")
+"""Fields of a `Generation` that a result header reports."""
 
 
 @dataclass(frozen=True)
@@ -212,17 +216,10 @@ def wait_for(future: Future[Generation], timeout_s: float | None) -> Generation:
 
 
 def result_header(request: RequestHeader, generation: Generation, served_by: str) -> ResultHeader:
-    """The `ResultHeader` of a request served here (no backhaul: nothing was forwarded)."""
+    """The `ResultHeader` of a request served here (no backhaul: nothing was forwarded): the
+    request's `ECHOED_FIELDS` and the generation's `MEASURED_FIELDS`."""
     return ResultHeader(
-        request_id=request.request_id,
         served_by=served_by,
-        steps_run=generation.steps_run,
-        unet_calls=generation.unet_calls,
-        batch_size=generation.batch_size,
-        wait_s=generation.wait_s,
-        generation_s=generation.generation_s,
-        height_px=request.height_px,
-        width_px=request.width_px,
-        channels=request.channels,
-        output_bytes=request.output_bytes,
+        **{name: getattr(request, name) for name in ECHOED_FIELDS},
+        **{name: getattr(generation, name) for name in MEASURED_FIELDS},
     )

@@ -179,6 +179,11 @@ def transfer_files(model_dir: Path) -> list[Path]:
     return sorted(files, key=Path.as_posix)
 
 
+def transfer_bytes(model_dir: Path) -> int:
+    """Bytes a cache fill of the model folder sends: its `transfer_files` in all."""
+    return sum((model_dir / path).stat().st_size for path in transfer_files(model_dir))
+
+
 def num_train_timesteps(model_dir: Path) -> int:
     """Training timesteps of a checked checkpoint's scheduler: the most denoising steps RePaint
     runs (diffusers silently caps `num_inference_steps` there)."""

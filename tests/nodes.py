@@ -230,19 +230,20 @@ def start_live_nodes(config) -> dict:
     return {"cloud": cloud, "edge": edge, "users": users}
 
 
-def live_run(config, nodes: dict, out, policy: str, **kwargs) -> dict:
+def live_run(config, nodes: dict, out, policy: str, hooks=(), **options) -> dict:
     """``policy`` played live on ``nodes`` (:func:`start_live_nodes`) into ``out``, the
-    scenario saved there first as `testbed run` does; ``kwargs`` go to ``run_live``."""
-    from testbed.core.config import build_catalogue, save_config
-    from testbed.live.controller import run_live
-    from testbed.sim.policies import make_policies
+    scenario saved there first as `testbed run` does; ``options`` are the run's
+    ``LiveOptions`` (no progress bar unless asked), ``hooks`` see the loop too."""
+    from testbed.core.config import save_config
+    from testbed.live.controller import LivePlan, run_live
+    from testbed.live.nodes import NodeAddresses
+    from testbed.live.options import LiveOptions
 
-    catalogue = build_catalogue(config.catalogue)
-    caching, allocation = make_policies(policy, config, catalogue)
+    plan = LivePlan.build(LiveOptions(policy=policy, **{"progress": False, **options}), config)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.toml")
-    users, edge = nodes["users"].address, nodes["edge"].address
-    return run_live(config, catalogue, caching, allocation, users, edge, out, **kwargs)
+    addresses = NodeAddresses(users=nodes["users"].address, edge=nodes["edge"].address)
+    return run_live(plan, out, addresses, hooks=hooks)
 
 
 def user_allocations(slot, catalogue, steps: int, rate_bps: float, **fields) -> list:

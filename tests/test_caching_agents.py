@@ -1,5 +1,5 @@
-"""The caching side of issue 11: the exact knapsack, the factored agent, the credit rule,
-the paper's DDQN exploring only caches that fit, and M = 50."""
+"""The caching side of the `best` preset: the exact knapsack, the factored agent, the credit
+rule, the paper's DDQN exploring only caches that fit, and M = 50."""
 
 from __future__ import annotations
 

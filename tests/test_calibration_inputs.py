@@ -1,4 +1,4 @@
-"""`calibrate` and `zoo` check every input before they write anything (issue 9).
+"""`calibrate` and `zoo` check every input before they write anything.
 
 Each row of `CASES` is a concrete bad input and a fragment of the one-line error it must give;
 for every row the handler raises a `TestbedError` (`testbed` prints it as one line, exit 2),
@@ -266,17 +266,17 @@ def entry(name: str, **changes: float) -> ZooEntry:
 
 
 def test_manifest_write_refuses_nan_and_is_atomic(tmp_path: Path, monkeypatch):
-    from calibration.zoo_training import upsert_manifest, write_manifest
+    from calibration.zoo_training import upsert_zoo_manifest, write_zoo_manifest
 
     path = tmp_path / "manifest.json"
-    write_manifest([entry("brick"), entry("text")], path)
+    write_zoo_manifest([entry("brick"), entry("text")], path)
     before = path.read_bytes()
     for bad in (float("nan"), float("inf")):
         with pytest.raises(
             CheckpointError,
             match=r"heldout_psnr_db is (nan|inf); a manifest holds finite numbers only",
         ):
-            upsert_manifest(entry("brick", heldout_psnr_db=bad), path)
+            upsert_zoo_manifest(entry("brick", heldout_psnr_db=bad), path)
         assert path.read_bytes() == before
     # a crash between writing and renaming leaves the old manifest whole
     import testbed.core.outputs
@@ -286,10 +286,10 @@ def test_manifest_write_refuses_nan_and_is_atomic(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(testbed.core.outputs.os, "replace", crash)
     with pytest.raises(OSError, match="disk gone"):
-        upsert_manifest(entry("brick", heldout_psnr_db=31.5), path)
+        upsert_zoo_manifest(entry("brick", heldout_psnr_db=31.5), path)
     assert path.read_bytes() == before
     monkeypatch.undo()
-    upsert_manifest(entry("brick", heldout_psnr_db=31.5), path)
+    upsert_zoo_manifest(entry("brick", heldout_psnr_db=31.5), path)
     assert [e.heldout_psnr_db for e in read_manifest(path)] == [31.5, 30.0]
     assert json.loads(path.read_text())["models"][0]["heldout_psnr_db"] == 31.5
 

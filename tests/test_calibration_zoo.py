@@ -10,12 +10,12 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from calibration.zoo_training import (  # noqa: E402
-    TrainConfig,
+    ZooTrainConfig,
     build_scheduler,
     build_unet,
     train_model,
-    upsert_manifest,
-    write_manifest,
+    upsert_zoo_manifest,
+    write_zoo_manifest,
 )
 from edge_node.zoo import ZooEntry, read_manifest  # noqa: E402
 from ue_emulator.sources import PATCH_SIZE_PX  # noqa: E402
@@ -33,10 +33,10 @@ def test_manifest_round_trip_keeps_zoo_order(tmp_path: Path):
         ZooEntry("text", "t", 32, 10, 5, 1.0, 0.1, 123, 3),
         ZooEntry("brick", "b", 32, 10, 5, 1.0, 0.2, 456, 0, heldout_psnr_db=30.5),
     ]
-    write_manifest(entries, path)
+    write_zoo_manifest(entries, path)
     assert read_manifest(path) == [entries[1], entries[0]]  # brick comes before text
     retrained = ZooEntry("text", "t", 32, 10, 9, 2.0, 0.05, 123, 3)
-    upsert_manifest(retrained, path)
+    upsert_zoo_manifest(retrained, path)
     assert read_manifest(path) == [entries[1], retrained]
 
 
@@ -60,11 +60,14 @@ def test_training_is_seeded(tmp_path: Path):
     from safetensors.torch import load_file
 
     weights = "unet/diffusion_pytorch_model.safetensors"
-    first = train_model(TrainConfig("coins", seed=1, max_steps=2), tmp_path / "a", progress=False)
-    again = train_model(TrainConfig("coins", seed=1, max_steps=2), tmp_path / "b", progress=False)
-    other = train_model(TrainConfig("coins", seed=2, max_steps=2), tmp_path / "c", progress=False)
+
+    def trained(seed: int, folder: str) -> ZooEntry:
+        config = ZooTrainConfig("coins", seed=seed, max_steps=2)
+        return train_model(config, tmp_path / folder, progress=False)
+
+    first, again, other = trained(1, "a"), trained(1, "b"), trained(2, "c")
     assert first.final_loss == again.final_loss != other.final_loss
     a, b = load_file(tmp_path / "a" / weights), load_file(tmp_path / "b" / weights)
     assert all(torch.equal(a[name], b[name]) for name in a)
     with pytest.raises(ValueError, match="max_steps"):
-        train_model(TrainConfig("coins", max_steps=0), tmp_path / "d", progress=False)
+        train_model(ZooTrainConfig("coins", max_steps=0), tmp_path / "d", progress=False)

@@ -1,5 +1,5 @@
-"""The allocation side of issue 11: action maps that reach 0, behaviour cloning of the
-exact optimiser (pure and beside the policy gradient), and the shipped policies."""
+"""The allocation side of the `best` preset: action maps that reach 0, behaviour cloning of
+the exact optimiser (pure and beside the policy gradient), and the shipped policies."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from agents.t2drl import (
     T2DRLAgents,
     TorchAmender,
     TrainConfig,
-    allocator_config,
-    counterfactuals,
 )
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.records import FrameState, SlotStep
@@ -80,15 +78,16 @@ def test_cloning_needs_a_teacher_and_options_are_checked():
         ActorCriticConfig(bc_weight=-1, teacher="optimal").validate()
     with pytest.raises(ValueError, match="counterfactuals > 0 needs credit = 'greedy'"):
         TrainConfig(credit="explore", counterfactuals=4).validate()
-    best = allocator_config(TrainConfig(preset="best"))
+    best = TrainConfig(preset="best").allocator_config()
     assert (best.objective, best.teacher, best.action_map) == ("clone", "optimal", "hard")
     assert best.clip_x0 is True  # the D3PG actor's x^0 clipped in every reverse step
-    assert not hasattr(allocator_config(TrainConfig(agent="ddpg-t2drl", preset="best")), "clip_x0")
-    assert allocator_config(TrainConfig(preset="default")).clip_x0 is False
-    assert counterfactuals(TrainConfig(preset="best")) == 8
-    assert counterfactuals(TrainConfig(preset="best", credit="explore")) == 0
-    assert counterfactuals(TrainConfig(preset="default")) == 0
-    assert allocator_config(TrainConfig(preset="default")).objective == "pg"
+    ddpg_best = TrainConfig(agent="ddpg-t2drl", preset="best").allocator_config()
+    assert not hasattr(ddpg_best, "clip_x0")
+    assert TrainConfig(preset="default").allocator_config().clip_x0 is False
+    assert TrainConfig(preset="best").counterfactuals == 8
+    assert TrainConfig(preset="best", credit="explore").counterfactuals == 0
+    assert TrainConfig(preset="default").counterfactuals == 0
+    assert TrainConfig(preset="default").allocator_config().objective == "pg"
 
 
 def _filled(agent: DDPG, seed: int = 0) -> None:

@@ -1,4 +1,4 @@
-"""Convergence of a training run (issue 12, item 4): the deterministic evaluation curve
+"""Convergence of a training run: the deterministic evaluation curve
 over the last 20% of training, judged flat when its least-squares line moves by at most 1%
 of its mean across that window; every experiment writes the verdict of each learned run."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from testbed.lab.experiments import FLAT_DRIFT, convergence
+from testbed.lab.convergence import FLAT_DRIFT, convergence
 
 
 def _metrics(tail: list[float], episodes: int = 100, every: int = 5) -> pd.DataFrame:

@@ -130,16 +130,16 @@ def test_cache_bit_encoding_is_one_table() -> None:
     assert {cache_to_action(c) for c in fits} == {0, 1, 2, 4, 8, 0b1100, 0b1010}
 
 
-def test_integer_steps_round_by_largest_remainder_within_l() -> None:
-    from testbed.core.system_model import integer_steps
+def test_round_steps_round_by_largest_remainder_within_l() -> None:
+    from testbed.core.system_model import round_steps
 
     # xi L = 2.4, 1.5, 1.1, 0 -> floors 2, 1, 1, 0 (4); floor(5.0) = 5: one more to user 1
-    np.testing.assert_array_equal(integer_steps([0.4, 0.25, 1.1 / 6, 0.0], 6), [2, 2, 1, 0])
-    np.testing.assert_array_equal(integer_steps([1 / 3, 1 / 3, 1 / 3], 10), [4, 3, 3])
+    np.testing.assert_array_equal(round_steps([0.4, 0.25, 1.1 / 6, 0.0], 6), [2, 2, 1, 0])
+    np.testing.assert_array_equal(round_steps([1 / 3, 1 / 3, 1 / 3], 10), [4, 3, 3])
     rng = np.random.default_rng(1)
     for _ in range(200):
         xi = rng.dirichlet(np.ones(6)) * rng.random()
-        steps = integer_steps(xi, 7)
+        steps = round_steps(xi, 7)
         assert steps.sum() <= 7 and (steps >= 0).all()
         assert (np.abs(steps - xi * 7) < 1 + 1e-9).all()
         assert (steps[xi == 0] == 0).all()

@@ -88,6 +88,15 @@ def apply(stub, models: list[str], time_scale: float = FILL_TIME_SCALE) -> edge_
     return stub.ApplyCache(request, timeout=60)
 
 
+def refused_decision(stub, code: grpc.StatusCode, field: str, **fields: object) -> str:
+    """The details of a cache decision that must be refused with ``code`` naming ``field``:
+    brick at R_cb in real time unless ``fields`` say otherwise."""
+    request = edge_pb2.CacheRequest(
+        **{"models": ["brick"], "backhaul_down_rate_bps": R_CB_BPS, "time_scale": 1.0, **fields}
+    )
+    return expect_refusal(lambda timeout: stub.ApplyCache(request, timeout=timeout), code, field)
+
+
 def generate(stub, model: str, steps: int, **fields: object):
     header = request_header(model, steps, **fields)
     return read_reply(stub.Generate(iter(good_upload(header)), timeout=30))
@@ -179,13 +188,8 @@ def test_a_second_decision_during_a_fill_is_refused(stub) -> None:
         # a fill of 4.27 MB at 20 Mbit/s x 2 takes 0.85 s
         first = pool.submit(apply, stub, ["coffee"], 2.0)
         time.sleep(0.3)
-        request = edge_pb2.CacheRequest(
-            models=["coffee"], backhaul_down_rate_bps=R_CB_BPS, time_scale=2.0
-        )
-        details = expect_refusal(
-            lambda timeout: stub.ApplyCache(request, timeout=timeout),
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "models",
+        details = refused_decision(
+            stub, grpc.StatusCode.FAILED_PRECONDITION, "models", models=["coffee"], time_scale=2.0
         )
         assert "filling 'coffee'" in details
         assert [fill.model for fill in first.result().fills] == ["coffee"]
@@ -199,14 +203,7 @@ def test_a_cloud_that_is_down_is_unavailable_naming_the_model(tmp_path: Path) ->
     try:
         with channel(node.address) as chan:
             edge = edge_pb2_grpc.EdgeStub(chan)
-            request = edge_pb2.CacheRequest(
-                models=["brick"], backhaul_down_rate_bps=R_CB_BPS, time_scale=1.0
-            )
-            details = expect_refusal(
-                lambda timeout: edge.ApplyCache(request, timeout=timeout),
-                grpc.StatusCode.UNAVAILABLE,
-                "cloud",
-            )
+            details = refused_decision(edge, grpc.StatusCode.UNAVAILABLE, "cloud")
             assert "filling 'brick'" in details and not (tmp_path / "brick").exists()
             upload = good_upload(request_header("text"))
             details = expect_refusal(
@@ -249,10 +246,7 @@ BAD_DECISIONS = _bad_decisions()
 def test_bad_cache_decisions_are_refused_naming_the_field(edge, stub, case: str) -> None:
     apply(stub, ["brick"])
     fields, code, field = BAD_DECISIONS[case]
-    request = edge_pb2.CacheRequest(
-        **{"models": ["brick"], "backhaul_down_rate_bps": R_CB_BPS, "time_scale": 1.0, **fields}
-    )
-    details = expect_refusal(lambda timeout: stub.ApplyCache(request, timeout=timeout), code, field)
+    details = refused_decision(stub, code, field, **fields)
     if case == "over capacity":
         assert "25.769 GB" in details and "C = catalogue.cache_capacity_gb = 20 GB" in details
     assert_serving(edge.address, SERVICE_NAME)

@@ -1,4 +1,4 @@
-"""`testbed experiment --workers N` (issue 12): an experiment's runs are pure tasks, each
+"""`testbed experiment --workers N`: an experiment's runs are pure tasks, each
 a seeded function of its config to its run folder, so N processes give the numbers of one
 and a resumed experiment skips the runs it finished."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import mtimes, numbers, tiny_fig8
 
+from runs import mtimes, numbers, tiny_fig8
 from testbed.lab.experiments import run_experiment
 
 # SCHRS's evaluation is most of the time of fig8 and trains nothing: the learned agents,
@@ -100,7 +100,8 @@ def test_a_dead_worker_costs_only_its_runs(tmp_path, caplog) -> None:
     import signal
 
     from testbed.core.config import ScenarioConfig
-    from testbed.lab.experiments import RunTask, Workers
+    from testbed.lab.tasks import RunTask
+    from testbed.lab.workers import Workers
 
     def tasks(root: Path) -> list[RunTask]:
         return [
@@ -130,7 +131,27 @@ def test_a_dead_worker_costs_only_its_runs(tmp_path, caplog) -> None:
             killed.append(worker.pid)
 
     two = tasks(tmp_path / "two")
-    with caplog.at_level("WARNING", logger="testbed.lab.experiments"):
+    with caplog.at_level("WARNING", logger="testbed.lab.workers"):
         Workers(2).run("two", two, done)
     assert killed and "a worker process died" in caplog.text
     assert [result(t) for t in two] == [result(t) for t in one]
+
+
+def test_a_failed_run_stops_the_runs_in_flight(tmp_path) -> None:
+    """A run that fails in a pool of two stops the other worker at once: its long run is
+    killed, not waited for, and no worker process is left behind."""
+    import multiprocessing
+
+    from testbed.core.config import ScenarioConfig
+    from testbed.lab.tasks import RunTask
+    from testbed.lab.workers import Workers
+    from testbed.sim.policies import PolicyError
+
+    scenario = ScenarioConfig().to_dict()
+    long = RunTask(str(tmp_path / "long"), scenario, "rcars", 0, eval_episodes=300)  # ~1 min
+    failing = RunTask(str(tmp_path / "failing"), scenario, "no-such-policy", 0, eval_episodes=1)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(PolicyError, match="no-such-policy"):
+        Workers(2).run("failing", [long, failing], lambda index: None)
+    assert not (tmp_path / "long" / "eval.json").exists()
+    assert set(multiprocessing.active_children()) <= before

@@ -20,12 +20,13 @@ import pandas as pd
 import pytest
 from nodes import live_run, start_live_nodes
 
-from testbed.cli import LIVE_SCENARIO, main, parse_faults
+from testbed.cli import main
 from testbed.core.config import load_config, save_config
 from testbed.core.errors import UsageError
 from testbed.core.protocols import Hooks
 from testbed.core.records import SlotStep
-from testbed.live.controller import Faults
+from testbed.live.faults import Faults, parse_faults
+from testbed.live.options import LIVE_SCENARIO
 from testbed.proto.runtime import Pacer
 from testbed.runs.traces import LIVE_TRACE_SCHEMA, read_trace
 
@@ -179,9 +180,35 @@ def test_item8_bad_inject_is_one_line(item) -> None:
         parse_faults([item])
 
 
+class _Killer:
+    def __init__(self) -> None:
+        self.killed: list[str] = []
+
+    def kill(self, name: str) -> None:
+        self.killed.append(name)
+
+
+def test_item8_injected_kills_strike_before_their_slot_and_are_logged() -> None:
+    from testbed.live.faults import FaultInjector
+    from testbed.live.state import LiveState
+
+    state, killer = LiveState(), _Killer()
+    injector = FaultInjector(parse_faults(["edge-kill@1", "cloud-kill@1"]), killer, state)
+    injector.before_slot(0)
+    state.slot_played()
+    injector.before_slot(1)
+    assert killer.killed == ["edge", "cloud"]
+    assert state.events == [
+        {"slot": 1, "event": "edge killed (injected)"},
+        {"slot": 1, "event": "cloud killed (injected)"},
+    ]
+    FaultInjector(parse_faults(["edge-kill@0"]), None, state).before_slot(0)  # no supervisor
+    assert len(state.events) == 2
+
+
 def test_item8_link_loss_through_the_nodes_adds_delay(config, nodes, tmp_path) -> None:
     _, clean_trace = _live(config, nodes, tmp_path / "clean")
-    lossy, lossy_trace = _live(config, nodes, tmp_path / "lossy", faults=Faults(link_loss=0.4))
+    lossy, lossy_trace = _live(config, nodes, tmp_path / "lossy", inject=("link-loss=0.4",))
     assert (lossy_trace["failure"] == "").all()
     up_clean = clean_trace["measured_D_up_s"].to_numpy()
     up_lossy = lossy_trace["measured_D_up_s"].to_numpy()

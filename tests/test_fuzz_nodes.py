@@ -1,5 +1,4 @@
-"""Hostile input to every RPC of the three live nodes, by property-based fuzzing (issue 10,
-item 5).
+"""Hostile input to every RPC of the three live nodes, by property-based fuzzing.
 
 The users', edge and cloud nodes run once, in this process, on loopback: the live CPU
 scenario cut to U = 3 users and 1 frame x 2 slots, one torch thread. Every RPC

@@ -13,7 +13,7 @@ from agents.optimal import (
     OptimalAllocation,
     OptimalCaching,
     StepCurves,
-    integer_steps,
+    best_integer_steps,
     optimal_bandwidth,
     optimal_steps,
     steps_lower_bound,
@@ -136,7 +136,7 @@ def _tiny_curves() -> StepCurves:
 
 def test_integer_dp_matches_brute_force() -> None:
     curves, total = _tiny_curves(), 21
-    counts, cost = integer_steps(curves, total)
+    counts, cost = best_integer_steps(curves, total)
     grid = np.array(list(itertools.product(range(total + 1), repeat=3)), dtype=float)
     grid = grid[grid.sum(axis=1) <= total]
     brute = curves.cost(grid).sum(axis=1).min()
@@ -156,7 +156,7 @@ def test_real_steps_match_a_fine_grid_and_bounds_hold() -> None:
     assert solution.steps.sum() <= total + 1e-9
     assert solution.cost <= fine + 1e-9
     assert solution.cost == pytest.approx(fine, abs=0.05)
-    _, integer_cost = integer_steps(curves, total)
+    _, integer_cost = best_integer_steps(curves, total)
     assert steps_lower_bound(curves, total) <= solution.cost + 1e-12
     assert solution.cost <= integer_cost + 1e-12
 
@@ -177,7 +177,7 @@ def test_many_gaining_users_use_the_dp_with_a_small_certified_gap() -> None:
     assert (solution.steps[on] >= curves.a1_steps[on] - 1e-9).all()
     assert (solution.steps <= curves.a3_steps + 1e-9).all()
     assert 5 <= on.sum() <= 10  # the budget holds only some of the 16 users
-    assert solution.lower_bound <= solution.cost <= integer_steps(curves, 1000)[1]
+    assert solution.lower_bound <= solution.cost <= best_integer_steps(curves, 1000)[1]
     assert solution.cost - solution.lower_bound < 0.01 * abs(solution.cost)
 
 

@@ -1,4 +1,4 @@
-"""`--ray` (issue 12, item 3): the same run tasks on a Ray instance give the numbers of the
+"""`--ray`: the same run tasks on a Ray instance give the numbers of the
 local path; the run folders come back through Ray's object store."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from runs import mtimes, numbers, tiny_fig8
 
 ray = pytest.importorskip("ray")  # the optional extra; installed by the test extra

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from nodes import live_config
 
+from testbed.commands.common import add_security_flags, security_options
 from testbed.core.errors import UsageError
 from testbed.proto import cloud_pb2, cloud_pb2_grpc, edge_pb2, edge_pb2_grpc
 from testbed.proto.runtime import NodeServer, channel, wait_until_serving
@@ -37,12 +38,10 @@ from testbed.proto.security import (
     TOKEN_ENV,
     UNAUTHENTICATED_DETAILS,
     Security,
-    add_security_flags,
+    SecurityOptions,
     check_target,
-    child_security,
     is_loopback,
     redacted_argv,
-    security_from_args,
 )
 
 TOKEN = "a1" + secrets.token_hex(31)
@@ -313,29 +312,29 @@ def test_a_client_never_sends_the_token_in_the_clear_to_another_host(pki) -> Non
     check_target("127.0.0.1:50051", None)
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
+def _parse(argv: list[str]) -> SecurityOptions:
     parser = argparse.ArgumentParser()
     add_security_flags(parser)
-    return parser.parse_args(argv)
+    return security_options(parser.parse_args(argv))
 
 
 def test_flags_build_the_security_and_the_token_comes_from_the_environment(
     pki, monkeypatch
 ) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
-    assert security_from_args(_parse([])) is None
+    assert _parse([]).security() is None
     flags = ["--tls-cert", str(pki["cert"]), "--tls-key", str(pki["key"])]
-    security = security_from_args(_parse([*flags, "--tls-ca", str(pki["cert"])]))
+    security = _parse([*flags, "--tls-ca", str(pki["cert"])]).security()
     assert security is not None and security.serves_tls and security.token is None
     assert security.cert_pem == pki["cert"].read_bytes()
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    from_env = security_from_args(_parse(flags))
+    from_env = _parse(flags).security()
     assert from_env is not None and from_env.token == TOKEN
-    assert security_from_args(_parse([*flags, "--token", WRONG_TOKEN])).token == WRONG_TOKEN
-    assert security_from_args(_parse([*flags, f"--token={DASH_TOKEN}"])).token == DASH_TOKEN
+    assert _parse([*flags, "--token", WRONG_TOKEN]).security().token == WRONG_TOKEN
+    assert _parse([*flags, f"--token={DASH_TOKEN}"]).security().token == DASH_TOKEN
     assert TOKEN not in repr(from_env) and "PRIVATE" not in repr(from_env)
     # a node started from these flags gets the paths as flags, the token in its environment
-    child_flags, child_env = child_security(_parse(flags))
+    child_flags, child_env = _parse(flags).for_child()
     assert child_flags == flags and child_env == {TOKEN_ENV: TOKEN}
     assert TOKEN not in " ".join(child_flags)
     help_text = argparse.ArgumentParser()

@@ -1,4 +1,4 @@
-"""`testbed sweep` (issue 12, item 5): any scenario key over a list of values, the same
+"""`testbed sweep`: any scenario key over a list of values, the same
 tasks as Figs. 7-8, resumable."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import mtimes
 
+from runs import mtimes
 from testbed.cli import main
 from testbed.lab.experiments import run_experiment
 

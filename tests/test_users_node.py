@@ -34,6 +34,7 @@ from testbed.proto.runtime import (
     channel,
     make_server,
 )
+from testbed.proto.slots import slot_from_message
 from testbed.proto.streams import Refusal, receive_upload, reply_messages
 from ue_emulator.quality import score_outputs
 from ue_emulator.requests import make_requests
@@ -130,28 +131,12 @@ def stub(users_node: NodeServer) -> Iterator[users_pb2_grpc.UsersStub]:
         yield users_pb2_grpc.UsersStub(chan)
 
 
-def to_slot(message: users_pb2.SlotState) -> SlotState:
-    return SlotState(
-        frame=message.frame,
-        slot=message.slot,
-        popularity_index=message.popularity_index,
-        gamma=message.gamma,
-        location_state=message.location_state,
-        positions_m=np.asarray(message.positions_m).reshape(-1, 2),
-        distance_m=np.asarray(message.distance_m),
-        fading_power=np.asarray(message.fading_power),
-        channel_gain=np.asarray(message.channel_gain),
-        services=np.asarray(message.services, dtype=np.int64),
-        input_bits=np.asarray(message.input_bits),
-    )
-
-
 def draw_slot(stub: users_pb2_grpc.UsersStub, episode: int = 0) -> SlotState:
     """BeginEpisode, BeginFrame, NextSlot: the first slot of an episode of the live scenario."""
     seed = seed_message(episode_seed(LIVE.seed, episode))
     stub.BeginEpisode(users_pb2.EpisodeRequest(episode=episode, world_seed=seed), timeout=5)
     stub.BeginFrame(users_pb2.FrameRequest(), timeout=5)
-    return to_slot(stub.NextSlot(users_pb2.SlotRequest(), timeout=5))
+    return slot_from_message(stub.NextSlot(users_pb2.SlotRequest(), timeout=5))
 
 
 def allocation(slot: SlotState, **fields: float) -> users_pb2.SlotAllocation:
@@ -193,7 +178,7 @@ def test_the_wire_gives_the_simulators_world_bit_for_bit(stub: users_pb2_grpc.Us
                 want.gamma,
             )
             for _ in range(timing.slots_per_frame):
-                got = to_slot(stub.NextSlot(users_pb2.SlotRequest(), timeout=5))
+                got = slot_from_message(stub.NextSlot(users_pb2.SlotRequest(), timeout=5))
                 want_slot = local.next_slot()
                 for name in ("frame", "slot", "popularity_index", "gamma", "location_state"):
                     assert getattr(got, name) == getattr(want_slot, name), name

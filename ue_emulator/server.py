@@ -58,42 +58,26 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
-from testbed.core.config import ConfigError, ModelCatalogue, ScenarioConfig, build_catalogue
+from testbed.core.config import ConfigError, ScenarioConfig, build_catalogue
 from testbed.core.records import SlotState
 from testbed.core.seeding import request_seed
 from testbed.proto import cloud_pb2_grpc, common_pb2, edge_pb2_grpc, users_pb2, users_pb2_grpc
-from testbed.proto.runtime import (
-    LOOPBACK,
-    MAX_TRANSFER_BYTES,
-    NodeServer,
-    Pacer,
-    channel,
-    chunks,
-    make_server,
-)
+from testbed.proto.relay import forward_to_cloud, round_trip
+from testbed.proto.runtime import LOOPBACK, NodeServer, Pacer, channel, chunks, serve_servicer
 from testbed.proto.security import Security, check_listen
-from testbed.proto.streams import (
-    PacedTransfer,
-    Refusal,
-    check_link_loss,
-    check_positive,
-    image_bytes,
-    mask_bytes,
-    paced_wall_s,
-    receive_reply,
-    shown,
-    upload_messages,
-)
+from testbed.proto.slots import slot_message
+from testbed.proto.streams import Refusal, image_bytes, mask_bytes, paced_wall_s, shown
 from ue_emulator.requests import UserRequest, make_requests
 from ue_emulator.sources import SOURCE_LOADERS
+from ue_emulator.wire import validate_allocation_message, world_seed_from_message
 from ue_emulator.world import World
 
 log = logging.getLogger(__name__)
@@ -103,116 +87,12 @@ DEFAULT_EDGE_ADDRESS = f"{LOOPBACK}:50051"
 """Where the edge listens unless told otherwise (gRPC's customary port)."""
 NO_BANDWIDTH = "NO_BANDWIDTH"
 BAD_REPLY = "BAD_REPLY"
-MAX_SEED_WORDS = 64
-"""Most entropy words, and most spawn-key words, of a world seed (a seed is a few words:
-``episode_seed`` gives one of each). Longer ones are refused: hashing a seed as long as a
-message allows (a million words) holds the world for seconds."""
+LINK_FIELDS = ("backhaul_up_rate_bps", "backhaul_down_rate_bps", "time_scale", "link_loss")
+"""Fields of a slot's allocation that every request header of the slot carries."""
 
 
 class BadReply(Exception):
     """The edge's reply broke the protocol (recorded as the user's ``BAD_REPLY`` failure)."""
-
-
-def world_seed_from_message(message: common_pb2.Seed) -> np.random.SeedSequence:
-    """The world seed of an EpisodeRequest; :class:`Refusal` naming ``world_seed`` if empty
-    or longer than :data:`MAX_SEED_WORDS`.
-
-    Entropy words are uint64 and spawn keys uint32 on the wire, so every value fits numpy's
-    ``SeedSequence``; ``[s, e]`` reproduces ``testbed.core.seeding.episode_seed(s, e)``.
-    """
-    if not message.entropy:
-        raise Refusal(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "world_seed.entropy is empty: a SeedSequence needs at least one word",
-        )
-    for name, words in (("entropy", message.entropy), ("spawn_key", message.spawn_key)):
-        if len(words) > MAX_SEED_WORDS:
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"world_seed.{name}: {len(words)} words, allowed at most {MAX_SEED_WORDS}",
-            )
-    return np.random.SeedSequence(list(message.entropy), spawn_key=tuple(message.spawn_key))
-
-
-def slot_message(slot: SlotState) -> users_pb2.SlotState:
-    """A slot as it crosses the wire: every per-user array, positions as x0, y0, x1, y1, ..."""
-    return users_pb2.SlotState(
-        frame=slot.frame,
-        slot=slot.slot,
-        popularity_index=slot.popularity_index,
-        gamma=slot.gamma,
-        location_state=slot.location_state,
-        positions_m=slot.positions_m.ravel().tolist(),
-        distance_m=slot.distance_m.tolist(),
-        fading_power=slot.fading_power.tolist(),
-        channel_gain=slot.channel_gain.tolist(),
-        services=slot.services.tolist(),
-        input_bits=slot.input_bits.tolist(),
-    )
-
-
-def check_allocation(
-    allocation: users_pb2.SlotAllocation,
-    slot: SlotState,
-    catalogue: ModelCatalogue,
-    total_steps: int,
-) -> None:
-    """Raise :class:`Refusal` naming the first field of ``allocation`` that ``slot`` cannot take.
-
-    INVALID_ARGUMENT unless: one allocation per user; each model the catalogue name of its
-    user's service type in this slot; steps at most L each and in all; rates (bit/s),
-    ``time_scale`` and ``request_timeout_s`` finite and > 0, except an uplink rate of 0 (no
-    bandwidth); d_in, d_op > 0 bytes. RESOURCE_EXHAUSTED for d_in or d_op over
-    MAX_TRANSFER_BYTES (as the edge answers).
-    """
-    invalid = grpc.StatusCode.INVALID_ARGUMENT
-    num_users = len(slot.services)
-    if len(allocation.users) != num_users:
-        raise Refusal(
-            invalid, f"users: {len(allocation.users)} allocations, the slot has {num_users}"
-        )
-    for field in (
-        "backhaul_up_rate_bps",
-        "backhaul_down_rate_bps",
-        "time_scale",
-        "request_timeout_s",
-    ):
-        check_positive(field, getattr(allocation, field))
-    if allocation.gallery_users > num_users:
-        raise Refusal(
-            invalid, f"gallery_users = {allocation.gallery_users}: allowed 0..{num_users}"
-        )
-    for user, (wanted, service) in enumerate(zip(allocation.users, slot.services, strict=True)):
-        field = f"users[{user}]"
-        model = catalogue.names[service]
-        if wanted.model != model:
-            raise Refusal(
-                invalid,
-                f"{field}.model = {shown(wanted.model)}: user {user} requests service type "
-                f"{service}, whose model is {model!r}",
-            )
-        if wanted.steps > total_steps:
-            raise Refusal(invalid, f"{field}.steps = {wanted.steps}: allowed 0..L = {total_steps}")
-        rate = wanted.uplink_rate_bps
-        if not (math.isfinite(rate) and rate >= 0):
-            raise Refusal(
-                invalid,
-                f"{field}.uplink_rate_bps = {rate!r}: allowed finite values >= 0 (0: no bandwidth)",
-            )
-        check_positive(f"{field}.downlink_rate_bps", wanted.downlink_rate_bps)
-        for name in ("input_bytes", "output_bytes"):
-            size = getattr(wanted, name)
-            if size == 0:
-                raise Refusal(invalid, f"{field}.{name} = 0: a request carries bytes")
-            if size > MAX_TRANSFER_BYTES:
-                raise Refusal(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"{field}.{name} = {size}: over the limit of {MAX_TRANSFER_BYTES} bytes",
-                )
-    check_link_loss("link_loss", allocation.link_loss)
-    total = sum(wanted.steps for wanted in allocation.users)
-    if total > total_steps:
-        raise Refusal(invalid, f"users[*].steps: {total} in all, over L = {total_steps}")
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -369,7 +249,7 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
                 f"slot {slot.slot} of frame {slot.frame} is already served; NextSlot draws another",
             )
         try:
-            check_allocation(request, slot, self.catalogue, self.total_steps)
+            validate_allocation_message(request, slot, self.catalogue, self.total_steps)
         except Refusal as refusal:
             context.abort(refusal.code, refusal.message)
         self._served = True
@@ -407,7 +287,7 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         except Refusal as refusal:
             report.failure = f"{refusal.code.name}: {refusal.message}"
         else:
-            self._fill(report, delivery, made)
+            self._report_served(report, delivery, made)
             if gallery:
                 report.output_png = png_bytes(delivery.image)
         if report.failure:
@@ -422,74 +302,25 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         user: int,
         timeout_s: float,
     ) -> Delivery:
-        """Upload ``made`` to the edge and receive its output (raises RpcError, BadReply, and
-        Refusal for transfers that cannot end within ``timeout_s``)."""
+        """Upload ``made`` to the edge, or relay it to the cloud while the edge is down, and
+        receive its output (raises RpcError, BadReply, and Refusal for transfers that cannot
+        end within ``timeout_s``)."""
         wanted = request.users[user]
+        header = request_header(request_id, made, wanted, request)
+        _check_links_in_time(header, wanted, request.relay_to_cloud, timeout_s)
         image, mask = made.request.masked_image, made.request.mask
-        shape = image.shape
-        # A d_in or d_op too small for the image (and mask) is raised to it: images travel
-        # whole, and the edge refuses a request whose bytes cannot hold them.
-        input_bytes = max(wanted.input_bytes, image_bytes(shape) + mask_bytes(shape))
-        output_bytes = max(wanted.output_bytes, image_bytes(shape))
-        if (input_bytes, output_bytes) != (wanted.input_bytes, wanted.output_bytes):
-            log.warning(
-                "%s: d_in, d_op = %d, %d bytes raised to %d, %d to carry the images whole",
-                request_id,
-                wanted.input_bytes,
-                wanted.output_bytes,
-                input_bytes,
-                output_bytes,
-            )
-        height_px, width_px, channels = shape
-        header = common_pb2.RequestHeader(
-            request_id=request_id,
-            model=wanted.model,
-            steps=wanted.steps,
-            height_px=height_px,
-            width_px=width_px,
-            channels=channels,
-            noise_seed=made.request.seed,
-            input_bytes=input_bytes,
-            output_bytes=output_bytes,
-            downlink_rate_bps=wanted.downlink_rate_bps,
-            backhaul_up_rate_bps=request.backhaul_up_rate_bps,
-            backhaul_down_rate_bps=request.backhaul_down_rate_bps,
-            time_scale=request.time_scale,
-            link_loss=request.link_loss,
-        )
-        # A pacer's sleep cannot be cut short: transfers that cannot end within the timeout
-        # (1 bit/s; a rate x time_scale that underflows to 0) would hold this node's threads
-        # long after it, or crash the pacer. Such a request is not sent; it fails as it would.
-        links = [(input_bytes, wanted.uplink_rate_bps), (output_bytes, wanted.downlink_rate_bps)]
-        if request.relay_to_cloud:  # this node paces the backhaul too
-            links += [
-                (input_bytes, request.backhaul_up_rate_bps),
-                (output_bytes, request.backhaul_down_rate_bps),
-            ]
-        paced_s = sum(paced_wall_s(nbytes, rate, request.time_scale) for nbytes, rate in links)
-        if not paced_s <= timeout_s:
-            raise Refusal(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"links: {paced_s:.3g} s of paced transfers at the allocated rates x time_scale "
-                f"{request.time_scale:g}, over the request's {timeout_s:.3g} s; nothing sent",
-            )
         if request.relay_to_cloud:
             return self._relay(header, image, mask, wanted, timeout_s)
-        upload = PacedTransfer()
-        responses = self._edge.Generate(
-            upload_messages(header, image, mask, wanted.uplink_rate_bps, upload),
-            timeout=timeout_s,
-        )
         try:
-            reply = receive_reply(responses, shape, output_bytes)
+            reply, radio_up_s = round_trip(
+                self._edge, header, image, mask, wanted.uplink_rate_bps, timeout_s
+            )
         except ValueError as exc:
             raise BadReply(str(exc)) from None
-        finally:
-            responses.cancel()  # a no-op once the call ended; stops a call abandoned early
         if reply.header.request_id != request_id:
             raise BadReply(f"request_id {shown(reply.header.request_id)}, sent {request_id!r}")
         radio_down_s = (reply.completed_s - reply.started_s) * request.time_scale
-        return Delivery(reply.header, reply.image, upload.emulated_s, radio_down_s)
+        return Delivery(reply.header, reply.image, radio_up_s, radio_down_s)
 
     def _relay(
         self,
@@ -502,41 +333,20 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         """The edge is down: the base station relays the request straight to the cloud,
         store and forward. The radio hop (at the user's eq. (2) rate) ends at the base
         station, emulated here; the backhaul carries it to the cloud at R_bc, the cloud's
-        reply comes back at R_cb, and the radio hop down runs at the eq. (5) rate."""
+        reply comes back at R_cb (`testbed.proto.relay.forward_to_cloud`), and the radio hop
+        down runs at the eq. (5) rate."""
         if self._cloud is None:
             raise BadReply("relay_to_cloud: this users' node was started without --cloud")
-        payload_bytes = header.input_bytes
-        radio_up = Pacer(
-            wanted.uplink_rate_bps, header.time_scale, header.link_loss, header.noise_seed
-        )
-        for part in chunks(b"", payload_bytes):
-            radio_up.sent(len(part))
-        radio_up_s = radio_up.emulated_s()
-        backhaul_up = PacedTransfer()
-        responses = self._cloud.Generate(
-            upload_messages(header, image, mask, header.backhaul_up_rate_bps, backhaul_up),
-            timeout=timeout_s,
-        )
+        radio_up_s = _paced_hop_s(header, header.input_bytes, wanted.uplink_rate_bps, seed=0)
         try:
-            reply = receive_reply(responses, image.shape, header.output_bytes)
+            result, output = forward_to_cloud(self._cloud, header, image, mask, timeout_s)
         except ValueError as exc:
             raise BadReply(str(exc)) from None
-        finally:
-            responses.cancel()
-        backhaul_down_s = (reply.completed_s - reply.started_s) * header.time_scale
-        radio_down = Pacer(
-            header.downlink_rate_bps, header.time_scale, header.link_loss, header.noise_seed + 3
-        )
-        for part in chunks(b"", header.output_bytes):
-            radio_down.sent(len(part))
-        result = common_pb2.ResultHeader()
-        result.CopyFrom(reply.header)
-        result.backhaul_up_s = backhaul_up.emulated_s
-        result.backhaul_down_s = backhaul_down_s
-        return Delivery(result, reply.image, radio_up_s, radio_down.emulated_s())
+        radio_down_s = _paced_hop_s(header, header.output_bytes, header.downlink_rate_bps, seed=3)
+        return Delivery(result, output, radio_up_s, radio_down_s)
 
     @staticmethod
-    def _fill(report: users_pb2.UserReport, delivery: Delivery, made: UserRequest) -> None:
+    def _report_served(report: users_pb2.UserReport, delivery: Delivery, made: UserRequest) -> None:
         """Delays and scores of a served request (eqs. (4), (6): backhaul on both links)."""
         from ue_emulator.quality import score_outputs
 
@@ -557,6 +367,83 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         report.ssim = float(scores.ssim[0])
 
 
+def request_header(
+    request_id: str,
+    made: UserRequest,
+    wanted: users_pb2.UserAllocation,
+    allocation: users_pb2.SlotAllocation,
+) -> common_pb2.RequestHeader:
+    """The header of one user's request: its model, steps and downlink rate, the slot's
+    `LINK_FIELDS`, and d_in, d_op. A d_in or d_op too small for the image (and mask) is
+    raised to it, with a warning: images travel whole, and the edge refuses a request whose
+    bytes cannot hold them."""
+    shape = made.request.masked_image.shape
+    input_bytes = max(wanted.input_bytes, image_bytes(shape) + mask_bytes(shape))
+    output_bytes = max(wanted.output_bytes, image_bytes(shape))
+    if (input_bytes, output_bytes) != (wanted.input_bytes, wanted.output_bytes):
+        log.warning(
+            "%s: d_in, d_op = %d, %d bytes raised to %d, %d to carry the images whole",
+            request_id,
+            wanted.input_bytes,
+            wanted.output_bytes,
+            input_bytes,
+            output_bytes,
+        )
+    height_px, width_px, channels = shape
+    return common_pb2.RequestHeader(
+        request_id=request_id,
+        model=wanted.model,
+        steps=wanted.steps,
+        height_px=height_px,
+        width_px=width_px,
+        channels=channels,
+        noise_seed=made.request.seed,
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        downlink_rate_bps=wanted.downlink_rate_bps,
+        **{name: getattr(allocation, name) for name in LINK_FIELDS},
+    )
+
+
+def _check_links_in_time(
+    header: common_pb2.RequestHeader,
+    wanted: users_pb2.UserAllocation,
+    relayed: bool,
+    timeout_s: float,
+) -> None:
+    """DEADLINE_EXCEEDED, before anything is sent, when the paced transfers of a request
+    cannot end within ``timeout_s``: a pacer's sleep cannot be cut short, so such transfers
+    (1 bit/s; a rate x time_scale that underflows to 0) would hold this node's threads long
+    after it, or crash the pacer. Such a request fails as it would have. ``relayed``: this
+    node paces the backhaul too."""
+    input_bytes, output_bytes = header.input_bytes, header.output_bytes
+    links = [(input_bytes, wanted.uplink_rate_bps), (output_bytes, wanted.downlink_rate_bps)]
+    if relayed:
+        links += [
+            (input_bytes, header.backhaul_up_rate_bps),
+            (output_bytes, header.backhaul_down_rate_bps),
+        ]
+    paced_s = sum(paced_wall_s(nbytes, rate, header.time_scale) for nbytes, rate in links)
+    if not paced_s <= timeout_s:
+        raise Refusal(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"links: {paced_s:.3g} s of paced transfers at the allocated rates x time_scale "
+            f"{header.time_scale:g}, over the request's {timeout_s:.3g} s; nothing sent",
+        )
+
+
+def _paced_hop_s(
+    header: common_pb2.RequestHeader, nbytes: int, rate_bps: float, seed: int
+) -> float:
+    """Emulated seconds of a radio hop of the base station, paced here without data:
+    ``nbytes`` at ``rate_bps`` x time_scale with the header's link loss (the loss draw seeded
+    by the request's ``noise_seed`` plus ``seed``)."""
+    pacer = Pacer(rate_bps, header.time_scale, header.link_loss, header.noise_seed + seed)
+    for part in chunks(b"", nbytes):
+        pacer.sent(len(part))
+    return pacer.emulated_s()
+
+
 def serve(
     config: ScenarioConfig,
     listen: str = f"{LOOPBACK}:0",
@@ -572,12 +459,8 @@ def serve(
     """
     check_listen(listen, security)
     servicer = UsersServicer(config, edge, cloud, security)
-    servicer.warm_up()
-    node = make_server(
-        [lambda server: users_pb2_grpc.add_UsersServicer_to_server(servicer, server)],
-        [SERVICE_NAME],
-        listen,
-        security=security,
-    )
-    node.on_stop.append(servicer.close)
-    return node
+    with ExitStack() as owned:
+        owned.callback(servicer.close)
+        servicer.warm_up()
+        add = users_pb2_grpc.add_UsersServicer_to_server
+        return serve_servicer(add, servicer, SERVICE_NAME, listen, security, owned)

@@ -357,7 +357,7 @@ def greedy_cache(priority: np.ndarray, size_gb: np.ndarray, capacity_gb: float) 
     return cache
 
 
-def integer_steps(step_share: np.ndarray, total_steps: int) -> np.ndarray:
+def round_steps(step_share: np.ndarray, total_steps: int) -> np.ndarray:
     """Whole denoising steps for shares xi (what a real edge runs), never more than L in all.
 
     Largest remainders: every user gets floor(xi_u L); the steps left up to

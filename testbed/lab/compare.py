@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from testbed.core.config import ScenarioConfig, build_catalogue
-from testbed.core.errors import UsageError
 from testbed.core.metrics import summarise
 from testbed.core.outputs import atomic_write_text
-from testbed.sim.policies import make_policies, policy_parts
+from testbed.lab.plots import pyplot
+from testbed.sim.policies import make_policies, unique_policies
 from testbed.sim.runner import run
 
 METRICS = ("utility", "hit_ratio", "violation_rate", "mean_slot_reward", "decision_ms_per_slot")
@@ -44,11 +44,7 @@ def compare_policies(
     ``done`` (a previous, interrupted comparison) are kept and their runs skipped;
     ``on_row`` sees the table after each finished run, so a caller can keep it on disk.
     """
-    if len(set(policies)) != len(policies):
-        duplicates = sorted({p for p in policies if list(policies).count(p) > 1})
-        raise UsageError(f"--policies names {duplicates} more than once: each policy once")
-    for policy in policies:
-        policy_parts(policy)  # every name checked before the first run
+    unique_policies(list(policies))  # every name checked before the first run
     checkpoints = checkpoints or {}
     catalogue = build_catalogue(config.catalogue)
     rows = [] if done is None else done.to_dict("records")
@@ -73,11 +69,9 @@ def compare_policies(
 
 
 def plot_summary(summary: pd.DataFrame, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Bars of the mean utility, hit ratio and violation rate of each policy, with their
+    95% intervals."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     panels = (
         ("utility", "utility, eq. (11) (lower is better)"),

@@ -205,6 +205,10 @@ def _plot_gallery(gallery: list[dict], gallery_dir: Path, path: Path, count: int
     plt.close(fig)
 
 
+MAPE_KEYS = ("G", "D_up", "D_dw", "D_gt", "D_tl", "TV")
+"""The parts of a live run's MAPE, in the report's order."""
+
+
 def write_report(out: Path, summary: dict, trace: pd.DataFrame, slots: pd.DataFrame) -> Path:
     """``report.md`` with its PNGs: the scatter, the per-slot series, the breakdown and the
     gallery of the run folder ``out``."""
@@ -215,8 +219,29 @@ def write_report(out: Path, summary: dict, trace: pd.DataFrame, slots: pd.DataFr
     _plot_series(slots, out / "slots.png")
     _plot_breakdown(summary["gap_breakdown"], out / "gap_breakdown.png")
     _plot_gallery(summary.get("gallery", []), out / "gallery", out / "gallery.png")
+    lines = [*_metrics_lines(summary), *_breakdown_lines(summary)]
+    if summary.get("events") or any(summary.get("faults", {}).values()):
+        lines += _fault_lines(summary, trace)
+    if summary.get("refit"):
+        lines += _refit_lines(summary["refit"])
+    if summary.get("gallery"):
+        lines += [
+            "A few user-slots: the corrupted upload, what came back, the ground truth.",
+            "",
+            "![gallery](gallery.png)",
+            "",
+        ]
+    if summary.get("frames"):
+        lines += _fill_lines(summary["frames"])
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _metrics_lines(summary: dict) -> list[str]:
+    """The report's head: the run, simulated beside measured, the MAPEs."""
     sim, meas, mape = summary["simulated"], summary["measured"], summary["mape_percent"]
-    lines = [
+    return [
         f"# Live run: {summary['policy']} ({summary['slots']} slots, "
         f"{summary['user_slots']} user-slots)",
         "",
@@ -240,70 +265,73 @@ def write_report(out: Path, summary: dict, trace: pd.DataFrame, slots: pd.DataFr
         "",
         "| G | D_up | D_dw | D_gt | D_tl | TV |",
         "|---|---|---|---|---|---|",
-        "| "
-        + " | ".join(f"{mape[k]:.1f}%" for k in ("G", "D_up", "D_dw", "D_gt", "D_tl", "TV"))
-        + " |",
+        "| " + " | ".join(f"{mape[k]:.1f}%" for k in MAPE_KEYS) + " |",
         "",
         "![measured against simulated G](measured_vs_simulated.png)",
         "",
         "![per-slot mean G](slots.png)",
         "",
+    ]
+
+
+def _breakdown_lines(summary: dict) -> list[str]:
+    breakdown = summary["gap_breakdown"]
+    return [
         "Where the gap comes from (mean measured - simulated G per user-slot, by part):",
         "",
         "| part | gap |",
         "|---|---|",
-        *(f"| {name} | {summary['gap_breakdown'][name]:+.4f} |" for name in BREAKDOWN),
-        f"| **total** | **{summary['gap_breakdown']['total']:+.4f}** |",
+        *(f"| {name} | {breakdown[name]:+.4f} |" for name in BREAKDOWN),
+        f"| **total** | **{breakdown['total']:+.4f}** |",
         "",
         "![gap breakdown](gap_breakdown.png)",
         "",
     ]
-    if summary.get("events") or any(summary.get("faults", {}).values()):
-        faults = summary.get("faults", {})
-        injected = ", ".join(f"{k} = {v}" for k, v in faults.items() if v) or "none"
-        lines += [f"Faults injected: {injected}. What happened to the nodes:", ""]
-        lines += ["| slot | event |", "|---|---|"]
-        lines += [f"| {e['slot']} | {e['event']} |" for e in summary.get("events", [])]
-        served = {kind: int((trace["served_by"] == kind).sum()) for kind in ("edge", "cloud")}
-        lines += [
-            "",
-            f"User-slots served at the edge {served['edge']}, at the cloud {served['cloud']}, "
-            f"failed {summary['failed_user_slots']} (their status is in the trace's "
-            "`failure` column).",
-            "",
-        ]
-    if summary.get("refit"):
-        refit = summary["refit"]
-        keys = ("G", "D_up", "D_dw", "D_gt", "D_tl", "TV")
-        lines += [
-            f"The profile was refitted from the live run `{refit['from_run']}` "
-            "(`testbed calibrate --from-run`). MAPE before (that run, with the offline "
-            "profile) and after (this run, with the refitted one):",
-            "",
-            "| | " + " | ".join(keys) + " |",
-            "|---" * (len(keys) + 1) + "|",
-            "| before | "
-            + " | ".join(f"{refit['mape_before_percent'][k]:.1f}%" for k in keys)
-            + " |",
-            "| after | "
-            + " | ".join(f"{refit['mape_after_percent'][k]:.1f}%" for k in keys)
-            + " |",
-            "",
-        ]
-    if summary.get("gallery"):
-        lines += [
-            "A few user-slots: the corrupted upload, what came back, the ground truth.",
-            "",
-            "![gallery](gallery.png)",
-            "",
-        ]
-    if summary.get("frames"):
-        lines += ["Cache fills (the paper assumes them away):", "", "| frame | cached | fills |"]
-        lines += ["|---|---|---|"]
-        for frame in summary["frames"]:
-            fills = ", ".join(f"{m} {s:.2f} s" for m, s in frame["fills"].items()) or "none"
-            lines.append(f"| {frame['frame']} | {', '.join(frame['applied'])} | {fills} |")
-        lines.append("")
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+
+
+def _fault_lines(summary: dict, trace: pd.DataFrame) -> list[str]:
+    """The faults injected, what happened to the nodes, and who served the user-slots."""
+    faults = summary.get("faults", {})
+    injected = ", ".join(f"{k} = {v}" for k, v in faults.items() if v) or "none"
+    lines = [f"Faults injected: {injected}. What happened to the nodes:", ""]
+    lines += ["| slot | event |", "|---|---|"]
+    lines += [f"| {e['slot']} | {e['event']} |" for e in summary.get("events", [])]
+    served = {kind: int((trace["served_by"] == kind).sum()) for kind in ("edge", "cloud")}
+    return [
+        *lines,
+        "",
+        f"User-slots served at the edge {served['edge']}, at the cloud {served['cloud']}, "
+        f"failed {summary['failed_user_slots']} (their status is in the trace's "
+        "`failure` column).",
+        "",
+    ]
+
+
+def _refit_lines(refit: dict) -> list[str]:
+    """The MAPEs before and after a refit of the profile from a live run."""
+
+    def row(name: str, mape: dict) -> str:
+        return f"| {name} | " + " | ".join(f"{mape[k]:.1f}%" for k in MAPE_KEYS) + " |"
+
+    return [
+        f"The profile was refitted from the live run `{refit['from_run']}` "
+        "(`testbed calibrate --from-run`). MAPE before (that run, with the offline "
+        "profile) and after (this run, with the refitted one):",
+        "",
+        "| | " + " | ".join(MAPE_KEYS) + " |",
+        "|---" * (len(MAPE_KEYS) + 1) + "|",
+        row("before", refit["mape_before_percent"]),
+        row("after", refit["mape_after_percent"]),
+        "",
+    ]
+
+
+def _fill_lines(frames: list[dict]) -> list[str]:
+    """The frames' caches and the seconds each fill took."""
+    lines = ["Cache fills (the paper assumes them away):", "", "| frame | cached | fills |"]
+    lines += ["|---|---|---|"]
+    for frame in frames:
+        fills = ", ".join(f"{m} {s:.2f} s" for m, s in frame["fills"].items()) or "none"
+        lines.append(f"| {frame['frame']} | {', '.join(frame['applied'])} | {fills} |")
+    lines.append("")
+    return lines

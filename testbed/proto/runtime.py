@@ -24,7 +24,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -148,6 +150,25 @@ def make_server(
     server.start()
     node = NodeServer(server, health_servicer, f"{host or LOOPBACK}:{bound}", tuple(service_names))
     node.set_serving(True)
+    return node
+
+
+def serve_servicer(
+    add_servicer: Callable[[Any, grpc.Server], None],
+    servicer: object,
+    service_name: str,
+    listen: str,
+    security: Security | None,
+    owned: ExitStack,
+) -> NodeServer:
+    """:func:`make_server` for a node of one servicer (``add_servicer`` is its generated
+    ``add_<Service>Servicer_to_server``). What ``owned`` holds (a worker, channels, a
+    temporary folder) passes to the node, released once it stops; if the server fails to
+    start, ``owned`` keeps it and its ``with`` block releases it."""
+    node = make_server(
+        [lambda server: add_servicer(servicer, server)], [service_name], listen, security=security
+    )
+    node.on_stop.append(owned.pop_all().close)
     return node
 
 

@@ -21,13 +21,11 @@ This module is the protocol layer: grpc, the standard library and ``testbed.core
 
 from __future__ import annotations
 
-import argparse
 import collections
 import hmac
 import ipaddress
-import os
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +70,8 @@ def address_host(address: str) -> str:
 class Security:
     """What secures a node's server and its clients' channels; any part may be absent.
 
-    Build it with :meth:`from_files` (or :func:`security_from_args`), which reads and checks
-    the PEM files; the constructor checks only which parts go together and the token.
+    Build it with :meth:`from_files` (or :meth:`SecurityOptions.security`), which reads and
+    checks the PEM files; the constructor checks only which parts go together and the token.
     """
 
     cert_pem: bytes | None = None
@@ -269,86 +267,54 @@ class TokenCarrier(
             details.compression,
         )
 
-    def intercept_unary_unary(
+    def _intercept(
         self, continuation: Continuation, client_call_details: grpc.ClientCallDetails, request: Any
     ) -> Any:
+        """Any kind of call alike: ``request`` is its message, or the iterator of them."""
         return continuation(self._with_token(client_call_details), request)
 
-    def intercept_unary_stream(
-        self, continuation: Continuation, client_call_details: grpc.ClientCallDetails, request: Any
-    ) -> Any:
-        return continuation(self._with_token(client_call_details), request)
-
-    def intercept_stream_unary(
-        self,
-        continuation: Continuation,
-        client_call_details: grpc.ClientCallDetails,
-        request_iterator: Iterator[Any],
-    ) -> Any:
-        return continuation(self._with_token(client_call_details), request_iterator)
-
-    def intercept_stream_stream(
-        self,
-        continuation: Continuation,
-        client_call_details: grpc.ClientCallDetails,
-        request_iterator: Iterator[Any],
-    ) -> Any:
-        return continuation(self._with_token(client_call_details), request_iterator)
+    intercept_unary_unary = _intercept
+    intercept_unary_stream = _intercept
+    intercept_stream_unary = _intercept
+    intercept_stream_stream = _intercept
 
 
-# Flags ---------------------------------------------------------------------------------------
+# Options -------------------------------------------------------------------------------------
 
 
-def add_security_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--tls-cert``, ``--tls-key``, ``--tls-ca`` and ``--token`` to ``parser``."""
-    group = parser.add_argument_group(
-        "security", "loopback needs none of these; any other --listen address needs all but CA"
-    )
-    group.add_argument(
-        "--tls-cert", default=None, metavar="PATH", help="this node's TLS certificate (PEM)"
-    )
-    group.add_argument("--tls-key", default=None, metavar="PATH", help="its private key (PEM)")
-    group.add_argument(
-        "--tls-ca",
-        default=None,
-        metavar="PATH",
-        help="CA certificate (PEM) that signed the nodes this one calls: they are verified",
-    )
-    group.add_argument(
-        "--token",
-        default=None,
-        metavar="TOKEN",
-        help=f"shared secret every call carries and every node checks (default: the "
-        f"environment variable {TOKEN_ENV}, better: a flag shows in the process list)",
-    )
+@dataclass(frozen=True)
+class SecurityOptions:
+    """The security options of a node or of `testbed run` as given (``--tls-cert``,
+    ``--tls-key``, ``--tls-ca``, the token); nothing is read until :meth:`security`."""
 
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    token: str | None = field(default=None, repr=False)
 
-def security_from_args(args: argparse.Namespace) -> Security | None:
-    """The `Security` of parsed :func:`add_security_flags` flags (the token from
-    ``$TESTBED_TOKEN`` when ``--token`` is absent); None when none of them is given."""
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    paths = (args.tls_cert, args.tls_key, args.tls_ca)
-    if token is None and all(path is None for path in paths):
-        return None
-    return Security.from_files(*paths, token=token)
+    def security(self) -> Security | None:
+        """The `Security` of these options, its PEM files read and checked; None when none
+        of them is given."""
+        paths = (self.tls_cert, self.tls_key, self.tls_ca)
+        if self.token is None and all(path is None for path in paths):
+            return None
+        return Security.from_files(*paths, token=self.token)
 
-
-def child_security(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
-    """What hands ``args``' security flags on to a node process started from them: the
-    ``--tls-*`` flags, and the token as ``{TESTBED_TOKEN: token}`` to add to its environment
-    (never as ``--token``, which any user could read in the process list)."""
-    flags = [
-        item
-        for flag, path in (
-            ("--tls-cert", args.tls_cert),
-            ("--tls-key", args.tls_key),
-            ("--tls-ca", args.tls_ca),
-        )
-        if path is not None
-        for item in (flag, str(path))
-    ]
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    return flags, ({TOKEN_ENV: token} if token else {})
+    def for_child(self) -> tuple[list[str], dict[str, str]]:
+        """What hands these options on to a node process: the ``--tls-*`` flags, and the
+        token as ``{TESTBED_TOKEN: token}`` to add to its environment (never as ``--token``,
+        which any user could read in the process list)."""
+        flags = [
+            item
+            for flag, path in (
+                ("--tls-cert", self.tls_cert),
+                ("--tls-key", self.tls_key),
+                ("--tls-ca", self.tls_ca),
+            )
+            if path is not None
+            for item in (flag, str(path))
+        ]
+        return flags, ({TOKEN_ENV: self.token} if self.token else {})
 
 
 def redacted_argv(argv: list[str]) -> list[str]:

@@ -159,7 +159,7 @@ def _make_one(
     run_dir = Path(checkpoint)
     if not run_dir.is_dir():
         raise PolicyError(f"checkpoint {run_dir}: no such run folder of `testbed train`")
-    from agents.t2drl import LearnedAllocation, LearnedCaching, steps_amender
+    from agents.t2drl import LearnedAllocation, LearnedCaching
 
     folder = RunFolder(run_dir)
     try:
@@ -170,6 +170,6 @@ def _make_one(
         raise PolicyError(f"{run_dir} holds a trained {trained!r} run, not {name!r}")
     agents, train = folder.load_acting(config)  # verified: kind, shape, checksums, finite
     allocation = LearnedAllocation(
-        agents.allocator, config, catalogue, train.agent, steps_amender(train)
+        agents.allocator, config, catalogue, train.agent, train.steps_amender
     )
     return LearnedCaching(agents.caching, train.agent), allocation

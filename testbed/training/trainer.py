@@ -1,11 +1,11 @@
 """Training T2DRL (Algorithm 1) in the frame/slot driver, and its run folder.
 
-``train(TrainConfig, scenario, out) -> dict`` plays H episodes x T frames x K slots with the
-two learners of ``agents.t2drl`` in the one driver (each learns from its own buffer: E per
-slot, F per frame) and writes a run folder:
+``train(TrainConfig, scenario, out) -> dict`` plays H episodes x T frames x K slots with
+the two learners of ``agents.t2drl.learners`` in the one driver (each learns from its own
+buffer: E per slot, F per frame) and writes a run folder:
 
-* ``config.toml`` (the scenario), ``train.json`` (the hyperparameters), ``run.json``
-  (git revision, package versions, device);
+* ``config.toml`` (the scenario), ``train.json`` (the hyperparameters, resolved against
+  the preset), ``run.json`` (git revision, package versions, device);
 * ``metrics.csv`` (one row per episode) and TensorBoard events under ``tb/``
   (tags ``charts/``, ``losses/``, ``eval/``), both through the one recorder;
 * ``checkpoint/``: every network, optimizer, replay buffer and random state as
@@ -40,9 +40,6 @@ from agents.t2drl import (
     LearnedCaching,
     T2DRLAgents,
     TrainConfig,
-    counterfactuals,
-    credit,
-    steps_amender,
 )
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.metrics import SlotMetrics
@@ -66,19 +63,18 @@ class Trainer:
         self.catalogue = build_catalogue(scenario.catalogue)
         self.driver = simulated_driver(scenario, self.catalogue, check=False)
         self.agents = T2DRLAgents(scenario, train)
-        self.amender = steps_amender(train)
         self.allocation = AllocationLearner(
-            self.agents.allocator, scenario, self.catalogue, train.agent, self.amender
+            self.agents.allocator, scenario, self.catalogue, train.agent, train.steps_amender
         )
         greedy = None
-        if credit(train) == "greedy":
+        if train.credit == "greedy":
             greedy = GreedyCredit(self._greedy_allocation(), scenario, self.catalogue)
         self.caching = CachingLearner(
             self.agents.caching,
             scenario.timing.num_frames,
             train.episodes,
             greedy,
-            counterfactuals(train),
+            train.counterfactuals,
         )
         self.episode = 0
 
@@ -124,7 +120,11 @@ class Trainer:
     def _greedy_allocation(self) -> LearnedAllocation:
         """The allocator in training acting with exploration off."""
         return LearnedAllocation(
-            self.agents.allocator, self.scenario, self.catalogue, self.train.agent, self.amender
+            self.agents.allocator,
+            self.scenario,
+            self.catalogue,
+            self.train.agent,
+            self.train.steps_amender,
         )
 
     def save(self) -> None:
@@ -164,7 +164,6 @@ def train(
     (so :func:`resume` continues exactly) and raises :class:`Interrupted`; a second signal
     stops at once, keeping the last checkpoint.
     """
-    train_config.validate()
     folder = RunFolder(out)
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_scenario(scenario)
@@ -184,8 +183,7 @@ def resume(
     folder = RunFolder(out)
     train_config = folder.read_train()
     if episodes is not None:
-        train_config = replace(train_config, episodes=episodes)
-    train_config.validate()
+        train_config = replace(train_config, episodes=episodes)  # checked when built
     folder.write_train(train_config)
     trainer = Trainer(folder.read_scenario(), train_config, folder.path)
     trainer.load()
