@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from runs import mtimes, numbers, tiny_fig8
+
 from testbed.lab.experiments import run_experiment
 
 # SCHRS's evaluation is most of the time of fig8 and trains nothing: the learned agents,

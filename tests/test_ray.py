@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from runs import mtimes, numbers, tiny_fig8
 
 ray = pytest.importorskip("ray")  # the optional extra; installed by the test extra

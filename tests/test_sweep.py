@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from runs import mtimes
+
 from testbed.cli import main
 from testbed.lab.experiments import run_experiment
 
