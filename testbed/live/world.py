@@ -9,6 +9,7 @@ import numpy as np
 from testbed.core.records import FrameState, SlotState
 from testbed.proto import common_pb2, users_pb2, users_pb2_grpc
 from testbed.proto.runtime import DEFAULT_DEADLINE_S
+from testbed.proto.slots import slot_from_message
 
 
 class NodeDied(RuntimeError):
@@ -50,16 +51,4 @@ class RemoteWorld:
 
     def next_slot(self) -> SlotState:
         reply = self._call("NextSlot", users_pb2.SlotRequest())
-        return SlotState(
-            frame=reply.frame,
-            slot=reply.slot,
-            popularity_index=reply.popularity_index,
-            gamma=reply.gamma,
-            location_state=reply.location_state,
-            positions_m=np.asarray(reply.positions_m, dtype=float).reshape(-1, 2),
-            distance_m=np.asarray(reply.distance_m, dtype=float),
-            fading_power=np.asarray(reply.fading_power, dtype=float),
-            channel_gain=np.asarray(reply.channel_gain, dtype=float),
-            services=np.asarray(reply.services, dtype=np.int64),
-            input_bits=np.asarray(reply.input_bits, dtype=float),
-        )
+        return slot_from_message(reply)
