@@ -157,11 +157,11 @@ def check_resume(options: TrainOptions, folder: RunFolder) -> None:
         raise UsageError(f"--out {out} contradicts --resume {folder.path}: a run resumes in place")
     for section, values in options.scenario.overrides.training().items():
         for name, value in values.items():
-            if section == "train":
-                current = getattr(stored, name, None)
-            else:
-                current = getattr(stored, section).get(name)
-            if current != value:
+            # the value in force, so a key left at its default agrees with that default
+            agent = {"allocator": stored.allocator_config, "caching": stored.caching_config}
+            source = stored if section == "train" else agent[section]()
+            current = getattr(source, name, None)
+            if current != (tuple(value) if isinstance(value, list) else value):
                 raise UsageError(
                     f"--set {section}.{name}={value!r} contradicts the stored run "
                     f"({current!r} in {stored_at}); drop it to resume"
