@@ -33,8 +33,8 @@ from testbed.core.system_model import (
     RadioParams,
     amend_bandwidth,
     feasible_caches,
+    quality_progress,
     score_slot,
-    tv_progress,
 )
 
 SlotSampler = Callable[[ScenarioConfig, int, int, np.random.SeedSequence], list[SlotState]]
@@ -123,7 +123,8 @@ class StepCurves:
             a1_steps=catalogue.a1_steps[services],
             a3_steps=catalogue.a3_steps[services],
             rise_per_step=alpha * catalogue.b1_s_per_step[services],  # eq. (8)
-            tv_gain=(1.0 - alpha) * (catalogue.a2_tv[services] - catalogue.a4_tv[services]),
+            tv_gain=(1.0 - alpha)
+            * (catalogue.a2_quality[services] - catalogue.a4_quality[services]),
         )
 
     @property
@@ -136,7 +137,7 @@ class StepCurves:
 
     def cost(self, steps: np.ndarray) -> np.ndarray:
         """delta_u(s) for real s >= 0, broadcasting over a leading batch axis."""
-        progress = tv_progress(steps, self.a1_steps, self.a3_steps)  # eq. (7)
+        progress = quality_progress(steps, self.a1_steps, self.a3_steps)  # eq. (7)
         return self.rise_per_step * steps - self.tv_gain * progress  # eqs. (7), (8)
 
     def subset(self, users: np.ndarray) -> StepCurves:

@@ -24,6 +24,7 @@ from calibration.sweep import (
     DEFAULT_STEPS,
     ModelProfile,
     fit_model,
+    measured_repaint,
     mismatch_matrix,
     model_label,
     plot_mismatch,
@@ -32,8 +33,10 @@ from calibration.sweep import (
     write_profile,
 )
 from calibration.zoo_cli import add_zoo_command, check_device, check_source, require_at_least
+from edge_node.executor import DTYPES
 from testbed.core.errors import CheckpointError, TestbedError, UsageError
 from testbed.core.outputs import check_out_dir, claim_out_dir
+from ue_emulator.quality import QUALITY_MEASURES
 
 if TYPE_CHECKING:
     from edge_node.executor import RePaintExecutor
@@ -67,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    calibrate.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="precision of the UNet (default: %(default)s; float16 not on cpu)",
+    )
     calibrate.add_argument("--jump-length", type=int, default=10)
     calibrate.add_argument("--jump-n-sample", type=int, default=1)
     calibrate.add_argument(
@@ -111,7 +120,9 @@ def _from_run(args: argparse.Namespace) -> int:
     profiles, kept = refit(rows, names, entries, MIN_FIT_STEP_COUNTS)
     claim_out_dir(out, args.overwrite)
     rows.to_csv(out / "measurements.csv", index=False)
-    write_profile(out / "profile.toml", profiles, "live", str(args.from_run.resolve()))
+    write_profile(
+        out / "profile.toml", profiles, "live", str(args.from_run.resolve()), entries.repaint
+    )
     for profile in profiles:
         if profile.name not in kept:
             plot_model(rows, profile, out / f"fig3_{profile.name}.png")
@@ -158,14 +169,22 @@ def _calibrate(args: argparse.Namespace) -> int:
         kept = f"the sweep is kept in {out / 'measurements.csv'}"
         profiles = _fit(measurements, labels, kept)
         device = executor.device.type
-    write_profile(out / "profile.toml", profiles, device)
+    try:
+        repaint = measured_repaint(measurements)
+    except ValueError as exc:
+        raise TestbedError(f"{exc}; {out / 'measurements.csv'}") from None
+    write_profile(out / "profile.toml", profiles, device, repaint=repaint)
     for profile in profiles:
         plot_model(measurements, profile, out / f"fig3_{profile.name}.png")
-        q, b = profile.quality, profile.latency
+        b = profile.latency
         clamp_note = " (B2 < 0 clamped to 0, B1 refit through the origin)" if b.b2_clamped else ""
+        fits = "; ".join(
+            f"{metric} A1={q.a1:.3g} A2={q.a2:.4g} A3={q.a3:.3g} A4={q.a4:.4g} R2={q.r2:.3f}"
+            for metric, q in profile.quality.items()
+        )
         print(
-            f"{profile.name}: A1={q.a1:.3g} A2={q.a2:.4g} A3={q.a3:.3g} A4={q.a4:.4g} "
-            f"R2={q.r2:.3f} | B1={b.b1:.4g} s/step B2={b.b2:.4g} s R2={b.r2:.4f}{clamp_note}"
+            f"{profile.name}: {fits} | B1={b.b1:.4g} s/step B2={b.b2:.4g} s R2={b.r2:.4f}"
+            f"{clamp_note}"
         )
     print(f"sweep + fit: {time.perf_counter() - start_s:.0f} s on {device}")
     if args.mismatch:
@@ -215,6 +234,13 @@ def _check_inputs(
         require_at_least(value, minimum, flag)
     check_source(args.source, list(SOURCE_LOADERS))
     check_device(args.device)
+    if args.dtype != "float32":
+        from edge_node.executor import check_dtype, resolve_device
+
+        try:
+            check_dtype(args.dtype, resolve_device(args.device))
+        except ValueError as exc:
+            raise UsageError(f"--{exc}") from None  # "--dtype float16 on cpu: ..."
     requested = _model_list(args.models)
     measurements = None
     if args.measurements is not None:
@@ -305,7 +331,8 @@ def _check_model(model: str, steps: Sequence[int], flag: str = "--steps") -> Non
 
 def read_measurements(path: Path) -> pd.DataFrame:
     """A measurements.csv to refit, checked: it parses, has the columns a refit reads, and its
-    step counts, TV and latencies are finite numbers (step counts whole and >= 0)."""
+    step counts, quality measures and latencies are finite numbers (step counts whole and
+    >= 0). Files written before the hole MAE existed have TV only, and refit on it alone."""
     flag = f"--measurements {path}"
     if not path.is_file():
         raise UsageError(f"{flag} does not exist (or is not a file)")
@@ -320,7 +347,8 @@ def read_measurements(path: Path) -> pd.DataFrame:
         )
     if frame.empty:
         raise UsageError(f"{flag} has no rows")
-    for column in ("steps", "tv", "latency_s"):
+    optional = [m for m in QUALITY_MEASURES if m in frame.columns and m not in REFIT_COLUMNS]
+    for column in ("steps", "tv", "latency_s", *optional):
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values)
         if column == "steps":
@@ -377,7 +405,10 @@ def _executor(args: argparse.Namespace) -> RePaintExecutor:
     if args.threads:
         torch.set_num_threads(args.threads)
     return RePaintExecutor(
-        device=args.device, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample
+        device=args.device,
+        jump_length=args.jump_length,
+        jump_n_sample=args.jump_n_sample,
+        dtype=args.dtype,
     )
 
 

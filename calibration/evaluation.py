@@ -22,11 +22,13 @@ def serve_and_score(
     executor: RePaintExecutor, model: str | Path, users: Sequence[UserRequest], steps: int
 ) -> tuple[list[InpaintResult], QualityScores]:
     """Serve the users' uploads with `model` as one batch of `steps` denoising steps, then
-    score each output against the ground truth its user kept (TV, PSNR in dB, SSIM)."""
+    score each output against the ground truth and mask its user kept (every quality measure,
+    PSNR in dB, SSIM)."""
     results = executor.inpaint(model, [user.request for user in users], steps)
     outputs = np.stack([result.image for result in results])
     ground_truth = np.stack([user.ground_truth for user in users]).astype(np.float32)
-    return results, score_outputs(outputs, ground_truth)
+    masks = np.stack([user.request.mask for user in users])
+    return results, score_outputs(outputs, ground_truth, masks)
 
 
 def mean_psnr_db(

@@ -4,7 +4,8 @@ eq. (7): TV(s) = A2 for s <= A1; linear from (A1, A2) to (A3, A4) for A1 < s < A
 eq. (8): D_gt(s) = B1 * s + B2.
 Both breakpoints of eq. (7) are searched on a grid; for each (A1, A3) pair the levels (A2, A4)
 enter linearly, so they are solved exactly by least squares and the best pair wins. Eq. (7)
-itself is the system model's (``testbed.core.system_model.edge_tv`` and its ``tv_progress``).
+itself is the system model's (``testbed.core.system_model.edge_quality`` and its
+``quality_progress``). "TV" stands for whichever quality measure is fitted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from testbed.core.system_model import edge_tv, tv_progress
+from testbed.core.system_model import edge_quality, quality_progress
 
 BREAKPOINT_GRID_POINTS = 161
 SUBDIVISIONS = 8
@@ -32,7 +33,7 @@ class QualityFit:
     r2: float
 
     def predict(self, steps: np.ndarray | float) -> np.ndarray:
-        return edge_tv(np.asarray(steps, dtype=float), self.a1, self.a2, self.a3, self.a4)
+        return edge_quality(np.asarray(steps, dtype=float), self.a1, self.a2, self.a3, self.a4)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def fit_quality(
     best: tuple[float, float, float, float, float] | None = None
     for i, a1 in enumerate(candidates[:-1]):
         a3 = candidates[i + 1 :, None]  # every A3 > A1 at once: shape (K, 1)
-        weight = tv_progress(steps[None, :], a1, a3)  # eq. (7), shape (K, N)
+        weight = quality_progress(steps[None, :], a1, a3)  # eq. (7), shape (K, N)
         # TV = A2 (1 - w) + A4 w: 2x2 normal equations per candidate A3
         u, w = 1.0 - weight, weight
         suu, suw, sww = (u * u).sum(1), (u * w).sum(1), (w * w).sum(1)
@@ -96,7 +97,7 @@ def fit_quality(
             best = (float(sse[k]), float(a1), float(a2[k]), float(a3[k, 0]), float(a4[k]))
     assert best is not None
     _, a1, a2, a3, a4 = best
-    r2 = r_squared(tv, edge_tv(steps, a1, a2, a3, a4))
+    r2 = r_squared(tv, edge_quality(steps, a1, a2, a3, a4))
     return QualityFit(a1=a1, a2=a2, a3=a3, a4=a4, r2=r2)
 
 

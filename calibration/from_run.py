@@ -20,7 +20,7 @@ import pandas as pd
 
 from calibration.fit import LatencyFit, QualityFit
 from calibration.sweep import ModelProfile, fit_model
-from testbed.core.config import ConfigError, build_catalogue, load_config, load_profile
+from testbed.core.config import ConfigError, Profile, build_catalogue, load_config, load_profile
 from testbed.core.errors import UsageError
 
 LIVE_COLUMNS = (
@@ -34,9 +34,10 @@ LIVE_COLUMNS = (
 )
 
 
-def live_measurements(run_dir: Path) -> tuple[pd.DataFrame, tuple[str, ...], list[dict]]:
-    """The run's edge-served user-slots as calibration rows (model, steps, tv, latency_s,
-    device), the catalogue's model names, and the run's profile entries."""
+def live_measurements(run_dir: Path) -> tuple[pd.DataFrame, tuple[str, ...], Profile]:
+    """The run's edge-served user-slots as calibration rows (model, steps, every quality
+    measure the trace holds, latency_s, device), the catalogue's model names, and the run's
+    profile."""
     trace_path, config_path = run_dir / "trace.parquet", run_dir / "config.toml"
     if not trace_path.exists() or not config_path.is_file():
         raise UsageError(
@@ -63,6 +64,11 @@ def live_measurements(run_dir: Path) -> tuple[pd.DataFrame, tuple[str, ...], lis
             "model": [names[s] for s in edge["service"]],
             "steps": edge["steps_run"].to_numpy(dtype=int),
             "tv": edge["measured_tv"].to_numpy(dtype=float),
+            **(
+                {"hole_mae": edge["measured_hole_mae"].to_numpy(dtype=float)}
+                if "measured_hole_mae" in edge.columns
+                else {}
+            ),
             "latency_s": (edge["measured_D_gt_s"] - edge["measured_wait_s"]).to_numpy(float),
             "device": "live",
         }
@@ -71,12 +77,12 @@ def live_measurements(run_dir: Path) -> tuple[pd.DataFrame, tuple[str, ...], lis
 
 
 def refit(
-    rows: pd.DataFrame, names: tuple[str, ...], entries: list[dict], min_step_counts: int
+    rows: pd.DataFrame, names: tuple[str, ...], profile: Profile, min_step_counts: int
 ) -> tuple[list[ModelProfile], list[str]]:
     """A profile entry per catalogue model: refitted where the run measured at least
     ``min_step_counts`` distinct step counts, else the run's own entry (r2 unknown: NaN)."""
     profiles, kept = [], []
-    for name, entry in zip(names, entries, strict=True):
+    for i, (name, entry) in enumerate(zip(names, profile.models, strict=True)):
         counts = rows.loc[rows["model"] == name, "steps"].nunique()
         if counts >= min_step_counts:
             try:
@@ -88,7 +94,10 @@ def refit(
         profiles.append(
             ModelProfile(
                 name=name,
-                quality=QualityFit(entry["A1"], entry["A2"], entry["A3"], entry["A4"], np.nan),
+                quality={
+                    metric: QualityFit(c[i]["A1"], c[i]["A2"], c[i]["A3"], c[i]["A4"], np.nan)
+                    for metric, c in profile.curves.items()
+                },
                 latency=LatencyFit(entry["B1"], entry["B2"], np.nan, False),
             )
         )

@@ -185,15 +185,18 @@ def serve(
     device: str | None = None,
     threads: int | None = None,
     security: Security | None = None,
+    dtype: str = "float32",
 ) -> NodeServer:
     """Start the cloud node for ``config``'s catalogue on ``listen`` (loopback, any free port
     by default): RePaint on ``device`` (default: cuda if torch sees one, else cpu) with
-    ``threads`` torch CPU threads (default: torch's). ``security``: TLS and the token checked
+    ``threads`` torch CPU threads (default: torch's), the catalogue's resampling schedule
+    (its profile's ``[repaint]``, as the edge runs it) and the UNet in ``dtype`` (float32,
+    float16 or bfloat16; float16 not on cpu). ``security``: TLS and the token checked
     on every call (`testbed.proto.security`); a non-loopback ``listen`` needs both.
 
     Refuses, with a `TestbedError`, a catalogue whose names are not zoo models, a model whose
-    weights are not safetensors or exceed ``MAX_TRANSFER_BYTES``, and a bad device or
-    thread count. ``NodeServer.stop`` also stops the worker.
+    weights are not safetensors or exceed ``MAX_TRANSFER_BYTES``, and a bad device,
+    thread count or dtype. ``NodeServer.stop`` also stops the worker.
     """
     check_listen(listen, security)
     full_steps = full_quality_steps(config)
@@ -207,7 +210,7 @@ def serve(
                 f"model {name!r}: {total_bytes} bytes of weights, over the limit of "
                 f"{MAX_TRANSFER_BYTES} bytes a cache fill carries"
             )
-    executor = make_executor(device, threads)
+    executor = make_executor(device, threads, build_catalogue(config.catalogue).repaint, dtype)
     with ExitStack() as owned:
         worker = InferenceWorker(executor)
         owned.callback(worker.close)

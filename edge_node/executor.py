@@ -12,6 +12,7 @@ users' side and the users nothing of the edge.
 
 Boundary conventions: requests and outputs are HWC float32 in [0, 1] (numpy); inside, images
 are NCHW in [-1, 1] and masks N1HW with 1 = keep, 0 = inpaint (diffusers' RePaint convention).
+The UNet runs in the executor's ``dtype`` (`DTYPES`); the pipeline's loop stays float32.
 """
 
 from __future__ import annotations
@@ -30,6 +31,32 @@ from edge_node.zoo import load_unet_and_scheduler_config
 if TYPE_CHECKING:
     import torch
     from diffusers import RePaintPipeline
+
+DTYPES = ("float32", "float16", "bfloat16")
+"""Precisions the UNet can run in (torch dtype names); float32 is the reference."""
+
+
+def unet_calls(
+    steps: int, jump_length: int, jump_n_sample: int, num_train_timesteps: int | None = None
+) -> int:
+    """UNet calls of one `RePaintPipeline` call of ``steps`` denoising steps (diffusers 0.42).
+
+    `RePaintScheduler.set_timesteps` walks t from n - 1 down to 0 (n = ``steps``, clamped to
+    ``num_train_timesteps`` when given); at each jump point j = 0, L, 2L, ... < n - L (L =
+    ``jump_length``) it goes back up L steps and down again, ``jump_n_sample - 1`` times. The
+    pipeline calls the UNet on every downward move only (upward moves are noise, no UNet),
+    so the calls are n + (ceil(n / L) - 1) * (jump_n_sample - 1) * L for n > L, n otherwise;
+    0 steps make 0 calls. ValueError for steps < 0 or a jump_length / jump_n_sample < 1.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if jump_length < 1 or jump_n_sample < 1:
+        raise ValueError(
+            f"jump_length = {jump_length}, jump_n_sample = {jump_n_sample}: allowed integers >= 1"
+        )
+    n = steps if num_train_timesteps is None else min(steps, num_train_timesteps)
+    jump_points = len(range(0, n - jump_length, jump_length))
+    return n + jump_points * (jump_n_sample - 1) * jump_length
 
 
 class ServeRequest(Protocol):
@@ -82,7 +109,13 @@ class RePaintExecutor:
 
     jump_length / jump_n_sample are RePaint's resampling schedule; the default jump_n_sample=1
     makes one UNet call per denoising step, so latency is linear in steps (eq. (8)). With
-    jump_n_sample > 1 the cost is linear in UNet calls, which `InpaintResult.unet_calls` reports.
+    jump_n_sample > 1 the cost is linear in UNet calls (`unet_calls`), which
+    `InpaintResult.unet_calls` reports as counted.
+
+    ``dtype`` (one of `DTYPES`) is the precision the UNet computes in; the pipeline's loop
+    (noise, scheduler steps, blending) stays float32 and outputs are float32 in [0, 1] whatever
+    it is. float32 runs diffusers' pipeline unchanged. float16 is refused on CPU (ValueError):
+    use bfloat16 there, which CPU convolutions support.
     """
 
     def __init__(
@@ -92,8 +125,10 @@ class RePaintExecutor:
         jump_n_sample: int = 1,
         eta: float = 0.0,
         show_progress: bool = False,
+        dtype: str = "float32",
     ) -> None:
         self.device = resolve_device(device)
+        self.dtype = check_dtype(dtype, self.device)
         self.jump_length = jump_length
         self.jump_n_sample = jump_n_sample
         self.eta = eta
@@ -109,6 +144,12 @@ class RePaintExecutor:
         if key not in self._pipelines:
             unet, scheduler_config = load_unet_and_scheduler_config(model)
             scheduler = RePaintScheduler.from_config(scheduler_config)
+            if self.dtype != "float32":
+                import torch
+
+                from edge_node.precision import LowPrecisionUNet
+
+                unet = LowPrecisionUNet(unet, getattr(torch, self.dtype))
             pipeline = RePaintPipeline(unet=unet, scheduler=scheduler).to(self.device)
             pipeline.set_progress_bar_config(disable=not self.show_progress)
             self._unet_calls[key] = 0
@@ -245,6 +286,16 @@ def resolve_device(device: str | None = None) -> torch.device:
     elif resolved.type != "cpu":
         raise ValueError(f"not a device this executor runs on; allowed: {allowed}")
     return resolved
+
+
+def check_dtype(dtype: str, device: torch.device) -> str:
+    """``dtype`` if the executor's UNet can run in it on ``device``; ValueError saying what is
+    allowed otherwise (float16 is refused on CPU, where bfloat16 is the half precision)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype}: allowed {', '.join(DTYPES)}")
+    if dtype == "float16" and device.type == "cpu":
+        raise ValueError("dtype float16 on cpu: not run there; use bfloat16 or float32 on cpu")
+    return dtype
 
 
 def to_device_tensor(images_hwc: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -280,17 +280,20 @@ def serve(
     threads: int | None = None,
     cache_dir: Path | None = None,
     security: Security | None = None,
+    dtype: str = "float32",
 ) -> NodeServer:
     """Start the edge node for ``config``'s catalogue on ``listen`` (loopback, any free port
     by default), filling its cache from the cloud at ``cloud`` (``host:port``): RePaint on
-    ``device`` (default: cuda if torch sees one, else cpu) with ``threads`` torch CPU threads.
+    ``device`` (default: cuda if torch sees one, else cpu) with ``threads`` torch CPU threads,
+    the catalogue's resampling schedule (its profile's ``[repaint]``) and the UNet in
+    ``dtype`` (float32, float16 or bfloat16; float16 not on cpu).
 
     The cache lives in ``cache_dir/<model>/`` (created if missing; only those folders are
     ever written or deleted), or in a temporary folder removed on stop. Refuses, with a
     `TestbedError`, a catalogue whose names are not zoo models (the edge knows each model's
     image shape and weight size from the zoo registry), a ``cache_dir`` inside the zoo, and a
-    bad device or thread count. ``NodeServer.stop`` also stops the worker, closes the channel
-    to the cloud and removes a temporary cache folder.
+    bad device, thread count or dtype. ``NodeServer.stop`` also stops the worker, closes the
+    channel to the cloud and removes a temporary cache folder.
 
     ``security`` secures both ends (`testbed.proto.security`): the edge's server (TLS, the
     token checked on every call; a non-loopback ``listen`` needs both) and its channel to the
@@ -303,7 +306,7 @@ def serve(
     weights_bytes = {name: transfer_bytes(folder) for name, folder in model_dirs.items()}
     if cache_dir is not None:
         _check_cache_dir(cache_dir)
-    executor = make_executor(device, threads)
+    executor = make_executor(device, threads, catalogue.repaint, dtype)
     with ExitStack() as owned:
         if cache_dir is None:
             cache_dir = Path(owned.enter_context(tempfile.TemporaryDirectory(prefix="edge-cache-")))

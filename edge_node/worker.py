@@ -26,7 +26,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from edge_node.executor import RePaintExecutor, ServeRequest
+from edge_node.executor import RePaintExecutor, ServeRequest, check_dtype, resolve_device
+from testbed.core.config import RepaintSettings
 from testbed.core.errors import TestbedError
 from testbed.proto.common_pb2 import RequestHeader, ResultHeader
 from testbed.proto.streams import Refusal
@@ -184,10 +185,14 @@ class InferenceWorker:
             )
 
 
-def make_executor(device: str | None, threads: int | None) -> RePaintExecutor:
+def make_executor(
+    device: str | None, threads: int | None, repaint: RepaintSettings, dtype: str = "float32"
+) -> RePaintExecutor:
     """A node's RePaint executor on ``device`` (default: cuda if torch sees one, else cpu),
-    with ``threads`` torch CPU threads for the whole process (default: torch's own).
-    `TestbedError` naming the device or thread count if torch cannot use them."""
+    with ``threads`` torch CPU threads for the whole process (default: torch's own), running
+    ``repaint``'s resampling schedule (the calibration profile's ``[repaint]``, so that the
+    node serves what the profile measured) with its UNet in ``dtype`` (`DTYPES`).
+    `TestbedError` naming the device, thread count or dtype if torch cannot use them."""
     if threads is not None:
         if threads < 1:
             raise TestbedError(f"threads = {threads}: allowed integers >= 1")
@@ -195,9 +200,19 @@ def make_executor(device: str | None, threads: int | None) -> RePaintExecutor:
 
         torch.set_num_threads(threads)
     try:
-        return RePaintExecutor(device=device)
+        resolved = resolve_device(device)
     except ValueError as exc:
         raise TestbedError(f"device {device!r}: {exc}") from None
+    try:
+        check_dtype(dtype, resolved)
+    except ValueError as exc:
+        raise TestbedError(str(exc)) from None
+    return RePaintExecutor(
+        device=str(resolved),
+        jump_length=repaint.jump_length,
+        jump_n_sample=repaint.jump_n_sample,
+        dtype=dtype,
+    )
 
 
 def wait_for(future: Future[Generation], timeout_s: float | None) -> Generation:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from calibration.fit import fit_latency, fit_quality, r_squared
-from testbed.core.system_model import edge_tv
+from testbed.core.system_model import edge_quality
 
 STEPS = np.repeat([1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50], 10).astype(float)
 
@@ -22,7 +22,7 @@ STEPS = np.repeat([1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50], 10).
 def test_quality_fit_recovers_both_breakpoints_and_levels(a1, a2, a3, a4):
     steps = STEPS * (4.0 if a3 > 50 else 1.0)  # the paper's A's need a 200-step grid
     rng = np.random.default_rng(1)
-    tv = edge_tv(steps, a1, a2, a3, a4) + rng.normal(0.0, 0.3, steps.size)
+    tv = edge_quality(steps, a1, a2, a3, a4) + rng.normal(0.0, 0.3, steps.size)
     fit = fit_quality(steps, tv)
     step_tolerance = 0.02 * steps.max()
     assert fit.a1 == pytest.approx(a1, abs=step_tolerance)
@@ -35,7 +35,7 @@ def test_quality_fit_recovers_both_breakpoints_and_levels(a1, a2, a3, a4):
 
 def test_quality_fit_is_exact_on_noiseless_points_between_grid_nodes():
     steps = np.arange(0.0, 31.0)
-    tv = edge_tv(steps, 3.0, 20.0, 11.0, 10.0)
+    tv = edge_quality(steps, 3.0, 20.0, 11.0, 10.0)
     fit = fit_quality(steps, tv)
     assert (fit.a1, fit.a3) == (3.0, 11.0)
     assert fit.r2 == pytest.approx(1.0)
@@ -73,28 +73,44 @@ def test_r_squared():
     assert r_squared(observed, observed + 1.0) == pytest.approx(1.0 - 4.0 / 5.0)
 
 
-def test_profile_toml_loads_with_floats_in_zoo_order():
+def test_profile_toml_loads_with_floats_in_zoo_order(tmp_path):
     from calibration.fit import LatencyFit, QualityFit
     from calibration.sweep import ModelProfile, profile_toml
+    from testbed.core.config import RepaintSettings, load_profile
+
+    def fits(tv: QualityFit) -> dict[str, QualityFit]:
+        return {"tv": tv, "hole_mae": QualityFit(1.0, 40.0, 12.0, 6.5, 0.8)}
 
     profiles = [
         ModelProfile(
-            "brick", QualityFit(2.0, 21.3, 8.0, 11.2, 0.97), LatencyFit(0.0135, 0.004, 0.998, False)
+            "brick",
+            fits(QualityFit(2.0, 21.3, 8.0, 11.2, 0.97)),
+            LatencyFit(0.0135, 0.004, 0.998, False),
         ),
         ModelProfile(
-            "text", QualityFit(1.0, 30.0, 6.5, 12.0, 0.9), LatencyFit(0.012, 0.0, 0.99, True)
+            "text", fits(QualityFit(1.0, 30.0, 6.5, 12.0, 0.9)), LatencyFit(0.012, 0.0, 0.99, True)
         ),
     ]
-    text = profile_toml(profiles, "cpu", datetime(2026, 11, 28, 12, tzinfo=UTC))
+    created = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    text = profile_toml(profiles, "cpu", created, repaint=RepaintSettings(5, 4))
     assert text.startswith('[meta]\ndevice = "cpu"\ncreated = "2026-11-28T12:00:00+00:00"\n')
-    assert "A1 = 2.0\nA2 = 21.3\nA3 = 8.0\nA4 = 11.2\nB1 = 0.0135\nB2 = 0.004\n" in text
+    assert "[repaint]\njump_length = 5\njump_n_sample = 4\n" in text
+    assert "B1 = 0.0135\nB2 = 0.004\nr2_latency = 0.998\n" in text
+    assert "[model.quality.tv]\nA1 = 2.0\nA2 = 21.3\nA3 = 8.0\nA4 = 11.2\nr2 = 0.97\n" in text
     loaded = tomllib.loads(text)
     assert loaded["meta"]["source"] == "testbed calibrate"
     assert [m["name"] for m in loaded["model"]] == ["brick", "text"]
     for model in loaded["model"]:
-        keys = ("A1", "A2", "A3", "A4", "B1", "B2", "r2_tv", "r2_latency")
-        assert all(isinstance(model[key], float) for key in keys)
+        assert all(isinstance(model[key], float) for key in ("B1", "B2", "r2_latency"))
+        for curve in model["quality"].values():
+            assert all(isinstance(curve[key], float) for key in ("A1", "A2", "A3", "A4", "r2"))
     assert loaded["model"][1]["B2"] == 0.0
+    (tmp_path / "p.toml").write_text(text)
+    profile = load_profile(tmp_path / "p.toml")
+    assert profile.repaint == RepaintSettings(5, 4)
+    assert sorted(profile.curves) == ["hole_mae", "tv"]
+    np.testing.assert_array_equal(profile.curve("tv", "p")["A3"], [8.0, 6.5])
+    np.testing.assert_array_equal(profile.curve("hole_mae", "p")["A4"], [6.5, 6.5])
 
 
 def test_committed_cpu_profile_loads_in_the_simulator_config():
@@ -102,11 +118,11 @@ def test_committed_cpu_profile_loads_in_the_simulator_config():
     from testbed.core.config import load_profile
 
     path = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / "cpu_zoo.toml"
-    models = load_profile(path)
-    assert [m["name"] for m in models] == zoo_names()
+    profile = load_profile(path)
+    assert [m["name"] for m in profile.models] == zoo_names()
     assert tomllib.loads(path.read_text())["meta"]["device"] == "cpu"
-    for model in models:
-        assert 0.0 <= model["A1"] < model["A3"] < 10.0  # 32x32 models settle within a few steps
-        assert model["A2"] > 2.0 * model["A4"]  # 1-step fills are noisy, settled ones smooth
+    for model, tv in zip(profile.models, profile.curves["tv"], strict=True):
+        assert 0.0 <= tv["A1"] < tv["A3"] < 10.0  # TV settles within a few steps at 32x32
+        assert tv["A2"] > 2.0 * tv["A4"]  # 1-step fills are noisy, settled ones smooth
         assert 0.005 < model["B1"] < 0.05  # s per UNet call of a 1.06 M-parameter UNet on 1 core
-        assert model["r2_tv"] > 0.8 and model["r2_latency"] > 0.9
+        assert tv.get("r2", model.get("r2_tv")) > 0.8 and model["r2_latency"] > 0.9

@@ -46,9 +46,12 @@ def test_calibrate_writes_measurements_profile_and_figure(tmp_path: Path):
     profile = tomllib.loads((tmp_path / "profile.toml").read_text())
     (brick,) = profile["model"]
     assert brick["name"] == "brick" and profile["meta"]["device"] == "cpu"
-    assert 0.0 <= brick["A1"] < brick["A3"] <= 8.0
-    assert brick["A2"] > brick["A4"] > 0.0
+    assert sorted(brick["quality"]) == ["hole_mae", "tv"]  # eq. (7) on every measure
+    for curve in brick["quality"].values():
+        assert 0.0 <= curve["A1"] < curve["A3"] <= 8.0
+        assert curve["A2"] > curve["A4"] > 0.0
     assert brick["B1"] > 0.0 and brick["B2"] >= 0.0
+    assert profile["repaint"] == {"jump_length": 10, "jump_n_sample": 1}
     assert (tmp_path / "fig3_brick.png").stat().st_size > 10_000
     # refitting the written measurements reproduces the profile without running RePaint
     refit_dir = tmp_path / "refit"

@@ -43,9 +43,9 @@ def test_catalogue_draws_in_paper_ranges_and_follow_model_seed():
     assert ((cat.size_gb >= 2) & (cat.size_gb <= 10)).all()
     assert ((cat.output_bits >= 5 * 8e6) & (cat.output_bits <= 10 * 8e6)).all()
     assert ((cat.a1_steps >= 50) & (cat.a1_steps <= 100)).all()
-    assert ((cat.a2_tv >= 100) & (cat.a2_tv <= 150)).all()
+    assert ((cat.a2_quality >= 100) & (cat.a2_quality <= 150)).all()
     assert ((cat.a3_steps >= 150) & (cat.a3_steps <= 200)).all()
-    assert ((cat.a4_tv > 0) & (cat.a4_tv <= 50)).all()
+    assert ((cat.a4_quality > 0) & (cat.a4_quality <= 50)).all()
     assert ((cat.b1_s_per_step > 0) & (cat.b1_s_per_step <= 0.5)).all()
     assert ((cat.b2_s > 0) & (cat.b2_s <= 10)).all()
     again = build_catalogue(c.replace(seed=99).catalogue)  # run seed does not move the models
@@ -130,7 +130,7 @@ def test_profile_json_and_errors(tmp_path):
     bad = [{**models[0], "A3": 0.5}] * 10
     (tmp_path / "bad.json").write_text(json.dumps({"model": bad}))
     c = ScenarioConfig().replace(**{"catalogue.profile": str(tmp_path / "bad.json")})
-    with pytest.raises(ConfigError, match=r"model\[0\]: A1 must be below A3"):
+    with pytest.raises(ConfigError, match=r"model\[0\]\.quality\.tv: A1 must be below A3"):
         build_catalogue(c.catalogue)
 
 
@@ -147,7 +147,7 @@ def test_committed_cpu_profile_drives_the_simulator(tmp_path):
     )
     config = load_config(tmp_path / "s.toml")
     catalogue = build_catalogue(config.catalogue)
-    entries = load_profile(profile)
+    entries = load_profile(profile).models
     assert catalogue.names == tuple(e["name"] for e in entries)
     np.testing.assert_allclose(catalogue.b1_s_per_step, [e["B1"] for e in entries])
     _, writer = run(
@@ -160,3 +160,52 @@ def test_committed_cpu_profile_drives_the_simulator(tmp_path):
     trace = writer.to_frame()
     np.testing.assert_allclose(trace["B1"], catalogue.b1_s_per_step[trace["service"]])
     assert (trace["steps"] <= catalogue.a3_steps.max() + 1e-9).all()  # never beyond A3
+
+
+def test_quality_metric_selects_the_profiles_fit_and_is_checked(tmp_path):
+    """catalogue.quality_metric picks the A1..A4 fitted on that measure; an old profile's
+    top-level A1..A4 is its TV fit; a measure the profile lacks is one line naming it."""
+    model = {"name": "m", "B1": 0.01, "B2": 0.002}
+    tv = {"A1": 1.0, "A2": 20.0, "A3": 3.0, "A4": 4.0}
+    mae = {"A1": 2.0, "A2": 35.0, "A3": 12.0, "A4": 5.5}
+    (tmp_path / "new.json").write_text(
+        json.dumps(
+            {
+                "repaint": {"jump_length": 5, "jump_n_sample": 5},
+                "model": [{**model, "quality": {"tv": tv, "hole_mae": mae}}],
+            }
+        )
+    )
+    (tmp_path / "old.json").write_text(json.dumps({"model": [{**model, **tv}]}))
+    base = ScenarioConfig().replace(**{"catalogue.num_models": 1})
+
+    def catalogue(profile: str, metric: str = "tv"):
+        return build_catalogue(
+            base.replace(
+                **{"catalogue.profile": str(tmp_path / profile), "catalogue.quality_metric": metric}
+            ).catalogue
+        )
+
+    new = catalogue("new.json", "hole_mae")
+    assert (new.a1_steps[0], new.a2_quality[0], new.a3_steps[0], new.a4_quality[0]) == (
+        2.0,
+        35.0,
+        12.0,
+        5.5,
+    )
+    assert new.quality_metric == "hole_mae"
+    assert (new.repaint.jump_length, new.repaint.jump_n_sample) == (5, 5)
+    assert catalogue("new.json").a3_steps[0] == 3.0
+    old = catalogue("old.json")
+    assert (old.a2_quality[0], old.repaint.jump_n_sample) == (20.0, 1)
+    with pytest.raises(ConfigError, match=r"holds no \[model\.quality\.hole_mae\] fit"):
+        catalogue("old.json", "hole_mae")
+    with pytest.raises(ConfigError, match=r"catalogue\.quality_metric = 'lpips': allowed"):
+        ScenarioConfig().replace(**{"catalogue.quality_metric": "lpips"})
+    with pytest.raises(ConfigError, match=r"needs a catalogue\.profile"):
+        ScenarioConfig().replace(**{"catalogue.quality_metric": "hole_mae"})
+    (tmp_path / "bad.json").write_text(
+        json.dumps({"repaint": {"jump_length": 0}, "model": [{**model, **tv}]})
+    )
+    with pytest.raises(ConfigError, match=r"repaint\.jump_length"):
+        catalogue("bad.json")

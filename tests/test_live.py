@@ -78,7 +78,7 @@ def test_live_run_writes_every_user_slot_beside_its_simulation(config, run) -> N
     alpha = config.utility.alpha
     np.testing.assert_allclose(
         trace["measured_G"],
-        alpha * trace["measured_D_tl_s"] + (1 - alpha) * trace["measured_tv"],
+        alpha * trace["measured_D_tl_s"] + (1 - alpha) * trace["measured_quality"],
     )
     slots = pd.read_csv(out / "metrics.csv")
     assert list(slots["slot"]) == [0, 1]
@@ -143,7 +143,7 @@ def test_live_cli_against_running_nodes(config, nodes, tmp_path) -> None:
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["policy"] == "rcars" and summary["slots"] == 2
-    assert set(summary["mape_percent"]) == {"G", "D_up", "D_dw", "D_gt", "D_tl", "TV"}
+    assert set(summary["mape_percent"]) == {"G", "D_up", "D_dw", "D_gt", "D_tl", "quality"}
     assert (out / "report.md").is_file()
 
 

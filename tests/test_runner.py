@@ -15,7 +15,7 @@ from testbed.sim.runner import run
 
 REQUIRED = (
     "episode frame slot user gamma loc_state distance_m channel_gain service d_in_bits d_op_bits "
-    "cached b xi steps A1 A2 A3 A4 B1 B2 D_up_s D_dw_s D_gt_s D_tl_s tv G violation reward"
+    "cached b xi steps A1 A2 A3 A4 B1 B2 D_up_s D_dw_s D_gt_s D_tl_s quality G violation reward"
 ).split()
 
 SMALL = {"timing.num_frames": 3, "timing.slots_per_frame": 4}
@@ -41,7 +41,7 @@ def test_trace_schema_and_row_count(tmp_path):
     assert len(df) == 2 * 3 * 4 * 10 and summary.slots == 24
     np.testing.assert_allclose(df["steps"], df["xi"] * 1000)
     np.testing.assert_allclose(df["D_tl_s"], df["D_up_s"] + df["D_dw_s"] + df["D_gt_s"])
-    np.testing.assert_allclose(df["G"], 0.7 * df["D_tl_s"] + 0.3 * df["tv"])
+    np.testing.assert_allclose(df["G"], 0.7 * df["D_tl_s"] + 0.3 * df["quality"])
     per_slot = df.groupby(["episode", "frame", "slot"])
     np.testing.assert_allclose(per_slot["b"].sum(), 1.0)  # RCARS splits evenly
     assert summary.utility == pytest.approx(df["G"].mean())

@@ -55,7 +55,7 @@ def test_tv_eq7_pieces_and_miss():
     # the paper's A1..A4 = 60, 110, 170, 28
     steps = np.array([0.0, 50.0, 60.0, 115.0, 170.0, 200.0, 115.0])
     cached = np.array([True] * 6 + [False])
-    tv = sm.tv_quality(steps, cached, 60.0, 110.0, 170.0, 28.0)
+    tv = sm.served_quality(steps, cached, 60.0, 110.0, 170.0, 28.0)
     # 115 steps: 110 + (28 - 110) * (115 - 60) / (170 - 60) = 110 - 41 = 69
     np.testing.assert_allclose(tv, [110, 110, 110, 69, 28, 28, 28])
 
@@ -158,21 +158,21 @@ def test_evaluate_slot_matches_hand_composition_and_caps_zero_bandwidth():
     gen = catalogue.b1_s_per_step[0] * 100 + catalogue.b2_s[0]
     a1, a2, a3, a4 = (
         catalogue.a1_steps[0],
-        catalogue.a2_tv[0],
+        catalogue.a2_quality[0],
         catalogue.a3_steps[0],
-        catalogue.a4_tv[0],
+        catalogue.a4_quality[0],
     )
     tv = a2 + (a4 - a2) * np.clip((100 - a1) / (a3 - a1), 0, 1)
     assert out.up_s[0] == pytest.approx(up)
     assert out.dw_s[0] == pytest.approx(dw)
     assert out.gen_s[0] == pytest.approx(gen)
-    assert out.tv[0] == pytest.approx(tv)
+    assert out.quality[0] == pytest.approx(tv)
     assert out.utility[0] == pytest.approx(0.7 * (up + dw + gen) + 0.3 * tv)
     # user 1: miss -> backhaul both ways, cloud at A3 steps, TV = A4
     assert out.gen_s[1] == pytest.approx(
         catalogue.b1_s_per_step[1] * catalogue.a3_steps[1] + catalogue.b2_s[1]
     )
-    assert out.tv[1] == catalogue.a4_tv[1]
+    assert out.quality[1] == catalogue.a4_quality[1]
     # user 2: no bandwidth -> infinite delay, recorded as the cap and a violation
     assert out.up_s[2] == config.utility.delay_cap_s and out.violation[2]
     assert out.total_s[2] == pytest.approx(out.up_s[2] + out.dw_s[2] + out.gen_s[2])

@@ -260,10 +260,14 @@ def test_a_slot_uploads_and_downloads_at_the_allocated_rates_and_scores_the_repl
         assert up_s * 0.99 <= radio_up_s <= up_s * 1.10
         assert down_s * 0.98 <= radio_down_s <= down_s * 1.10
         # the echoed output is the corrupted upload: its scores are the upload's own
-        scores = score_outputs(made.request.masked_image[None], made.ground_truth[None])
+        scores = score_outputs(
+            made.request.masked_image[None], made.ground_truth[None], made.request.mask[None]
+        )
         assert got.psnr_db == pytest.approx(float(scores.psnr_db[0]), rel=1e-6)
         assert got.ssim == pytest.approx(float(scores.ssim[0]), rel=1e-6)
         assert got.tv == pytest.approx(float(scores.tv[0]), rel=1e-6)
+        assert got.hole_mae == pytest.approx(float(scores.hole_mae[0]), rel=1e-6)
+        assert got.hole_mae > 1.0  # the upload's grey hole is far from the ground truth
         assert bool(got.output_png) == (u < 2)
     gallery = report.users[1]
     upload = mpimg.imread(io.BytesIO(gallery.upload_png))

@@ -36,7 +36,8 @@ unserved, so a corrected call still serves it.
 3. receives the ``ResultHeader`` and the generated image plus filler (paced by the edge at
    the eq. (5) rate); the radio download runs from the header's arrival to the last byte
    (wall seconds x ``time_scale``);
-4. scores the image against the ground truth it kept (TV, PSNR, SSIM) and reports:
+4. scores the image against the ground truth and mask it kept (every quality measure of
+   ``ue_emulator.quality``: TV, hole MAE; and PSNR, SSIM) and reports:
    ``uplink_s`` = radio upload + backhaul up, ``downlink_s`` = backhaul down + radio
    download (eqs. (4), (6)); generation and waiting as the edge measured them.
 
@@ -160,7 +161,11 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
 
         for name in self.catalogue.names:
             request = make_requests(name, 1, seed=0)[0]
-        score_outputs(request.request.masked_image[None], request.ground_truth[None])
+        score_outputs(
+            request.request.masked_image[None],
+            request.ground_truth[None],
+            request.request.mask[None],
+        )
         png_bytes(request.ground_truth)
 
     def close(self) -> None:
@@ -351,7 +356,9 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         from ue_emulator.quality import score_outputs
 
         result = delivery.result
-        scores = score_outputs(delivery.image[None], made.ground_truth[None])
+        scores = score_outputs(
+            delivery.image[None], made.ground_truth[None], made.request.mask[None]
+        )
         report.uplink_s = delivery.radio_up_s + result.backhaul_up_s
         report.downlink_s = result.backhaul_down_s + delivery.radio_down_s
         report.backhaul_up_s = result.backhaul_up_s
@@ -363,6 +370,7 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         report.steps_run = result.steps_run
         report.unet_calls = result.unet_calls
         report.tv = float(scores.tv[0])
+        report.hole_mae = float(scores.hole_mae[0])
         report.psnr_db = float(scores.psnr_db[0])
         report.ssim = float(scores.ssim[0])
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_node.executor import DTYPES
 from testbed.commands.common import add_security_flags, add_threads, security_options, set_handler
 from testbed.live.nodes import NODE_COMMANDS
 from testbed.proto.security import SecurityOptions
@@ -27,11 +28,12 @@ class NodeOptions:
     config: Path | None
     security: SecurityOptions
     node: dict[str, Any]
-    """The node's own options (``cloud``, ``edge``, ``cache_dir``, ``device``, ``threads``)."""
+    """The node's own options (``cloud``, ``edge``, ``cache_dir``, ``device``, ``threads``,
+    ``dtype``)."""
 
     @classmethod
     def from_namespace(cls, namespace: argparse.Namespace) -> NodeOptions:
-        own = ("cloud", "edge", "cache_dir", "device", "threads")
+        own = ("cloud", "edge", "cache_dir", "device", "threads", "dtype")
         return cls(
             namespace.command,
             namespace.listen,
@@ -61,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         else:
             parser.add_argument("--device", default=None, help="cuda or cpu")
             add_threads(parser, "torch CPU threads")
+            parser.add_argument(
+                "--dtype",
+                choices=DTYPES,
+                default="float32",
+                help="precision of the UNet (default: %(default)s; float16 not on cpu)",
+            )
         add_security_flags(parser)
         set_handler(parser, NodeOptions.from_namespace, handle)
 

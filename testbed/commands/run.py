@@ -7,6 +7,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
+from edge_node.executor import DTYPES
 from testbed.commands.common import (
     Output,
     add_episodes,
@@ -55,6 +56,7 @@ class RunOptions:
             request_timeout_s=namespace.request_timeout,
             gallery_users=namespace.gallery,
             device=namespace.device,
+            dtype=namespace.dtype,
             threads=namespace.threads,
             inject=tuple(namespace.inject),
             restart_nodes=namespace.restart_nodes,
@@ -106,6 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--gallery", type=int, default=2, help="users per slot kept as images")
     parser.add_argument("--device", default=None, help="cuda or cpu for the edge and the cloud")
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="precision of the UNet at the edge and the cloud (float16 not on cpu)",
+    )
     add_threads(parser, "torch threads per node (default 1)")
     parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds per node start")
     parser.add_argument("--edge", default=None, help="use a running edge node (HOST:PORT)")

@@ -160,6 +160,30 @@ class TimingConfig:
         _check_range("timing.slot_duration_s", self.slot_duration_s, 0, None, low_open=True)
 
 
+QUALITY_METRICS: dict[str, str] = {
+    "tv": "total variation of the output (piq, l2 norm, [0, 1] pixels): the paper's measure",
+    "hole_mae": "mean absolute error of the inpainted pixels against the ground truth, "
+    "in % of the pixel range (100 x mean |x - y| over the hole)",
+}
+"""The quality measures of eq. (7), all lower-is-better; the users' side scores each
+(``ue_emulator.quality``) and calibration fits A1..A4 on each."""
+
+
+@dataclass(frozen=True)
+class RepaintSettings:
+    """RePaint's resampling schedule (Lugmayr et al., 2022), as the profile was measured with:
+    after every ``jump_length`` denoising steps go back ``jump_length`` steps and redo them,
+    ``jump_n_sample - 1`` times; ``jump_n_sample = 1`` is plain DDPM-style inpainting, one
+    UNet call per step."""
+
+    jump_length: int = 10
+    jump_n_sample: int = 1
+
+    def validate(self, where: str) -> None:
+        _check_int(f"{where}.jump_length", self.jump_length, 1, 10_000)
+        _check_int(f"{where}.jump_n_sample", self.jump_n_sample, 1, 10_000)
+
+
 @dataclass(frozen=True)
 class CatalogueConfig:
     """GenAI models, their popularity and their quality/latency curves (Sec. 7.1)."""
@@ -190,6 +214,11 @@ class CatalogueConfig:
     """Seed of the draws of c_m, d_op and the curve parameters (independent of the run seed)."""
     profile: str = ""
     """Calibration profile (TOML/JSON, `[[model]]` tables): replaces the A/B draws when set."""
+    quality_metric: str = "tv"
+    """The quality measure of eq. (7), one of :data:`QUALITY_METRICS` (lower is better): the
+    profile's A1..A4 fitted on it are used by the simulator, the agents, the live scoring and
+    the report. "tv" is the paper's; the draws of ``a2_tv``/``a4_tv`` are TV, so any other
+    measure needs a ``profile`` that holds its fit."""
     popularity_states: tuple[float, ...] = (0.2, 0.5, 0.7)
     """Gamma, the Zipf skewness states (Sec. 7.1)."""
     popularity_transition: tuple[tuple[float, ...], ...] = (
@@ -219,6 +248,16 @@ class CatalogueConfig:
         _check_int("catalogue.model_seed", self.model_seed, 0)
         if not isinstance(self.profile, str):
             raise ConfigError(f"catalogue.profile must be a path string, got {self.profile!r}")
+        if self.quality_metric not in QUALITY_METRICS:
+            raise ConfigError(
+                f"catalogue.quality_metric = {self.quality_metric!r}: "
+                f"allowed {list(QUALITY_METRICS)}"
+            )
+        if self.quality_metric != "tv" and not self.profile:
+            raise ConfigError(
+                f"catalogue.quality_metric = {self.quality_metric!r} needs a catalogue.profile "
+                "that holds its eq. (7) fit (the drawn catalogue.a2_tv/a4_tv are TV)"
+            )
         if len(self.popularity_states) < 1:
             raise ConfigError("catalogue.popularity_states must hold at least one state")
         for gamma in self.popularity_states:
@@ -369,25 +408,68 @@ class ModelCatalogue:
     size_gb: np.ndarray
     output_bits: np.ndarray
     a1_steps: np.ndarray
-    a2_tv: np.ndarray
+    a2_quality: np.ndarray
+    """A2 of eq. (7): the quality (lower is better) at up to A1 steps, in ``quality_metric``."""
     a3_steps: np.ndarray
-    a4_tv: np.ndarray
+    a4_quality: np.ndarray
+    """A4 of eq. (7): the quality from A3 steps on (the cloud's full quality)."""
     b1_s_per_step: np.ndarray
     b2_s: np.ndarray
+    quality_metric: str = "tv"
+    repaint: RepaintSettings = RepaintSettings()
+    """The resampling schedule the edge and the cloud run (the profile's ``[repaint]``)."""
 
     @property
     def num_models(self) -> int:
         return len(self.names)
 
 
-_PROFILE_KEYS = ("A1", "A2", "A3", "A4", "B1", "B2")
+_CURVE_KEYS = ("A1", "A2", "A3", "A4")
+_LATENCY_KEYS = ("B1", "B2")
 
 
-def load_profile(path: str | Path) -> list[dict[str, Any]]:
-    """Read a calibration profile: a list of ``[[model]]`` tables with A1..A4, B1, B2.
+@dataclass(frozen=True)
+class Profile:
+    """A calibration profile: per model its eq. (8) fit and an eq. (7) fit per quality
+    measure, and the RePaint schedule they were measured with."""
 
-    Accepts TOML or JSON of the same shape (``{"model": [{...}, ...]}``). An optional
-    ``size_gb`` per model sets its catalogue size c_m.
+    models: tuple[dict[str, Any], ...]
+    """The ``[[model]]`` tables as read (name, B1, B2, optional size_gb, ...)."""
+    curves: dict[str, tuple[dict[str, float], ...]]
+    """measure -> per model {"A1", "A2", "A3", "A4"} (and "r2" where the profile has it)."""
+    repaint: RepaintSettings
+
+    def curve(self, metric: str, path: str | Path) -> dict[str, np.ndarray]:
+        """A1..A4 of every model fitted on ``metric``; ConfigError if the profile lacks it."""
+        if metric not in self.curves:
+            raise ConfigError(
+                f"catalogue.quality_metric = {metric!r}: {path} holds no [model.quality.{metric}] "
+                f"fit (it has {sorted(self.curves)}); recalibrate, or refit its measurements "
+                "with `testbed calibrate --measurements`"
+            )
+        return {k: np.array([float(c[k]) for c in self.curves[metric]]) for k in _CURVE_KEYS}
+
+
+def _check_curve(where: str, curve: Any) -> dict[str, float]:
+    if not isinstance(curve, Mapping):
+        raise ConfigError(f"{where} must be a table of A1..A4, got {curve!r}")
+    for key in _CURVE_KEYS:
+        if key not in curve:
+            raise ConfigError(f"{where} lacks {key}")
+        _check_range(f"{where}.{key}", curve[key], 0, None)
+    if not curve["A1"] < curve["A3"]:
+        raise ConfigError(f"{where}: A1 must be below A3")
+    return dict(curve)
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read a calibration profile: ``[[model]]`` tables with B1, B2 and eq. (7) fits.
+
+    Accepts TOML or JSON of the same shape (``{"model": [{...}, ...]}``). Each model holds
+    ``[model.quality.<measure>]`` tables of A1..A4 (and r2); a model's top-level A1..A4 (the
+    form before the quality measures) is its TV fit. An optional ``size_gb`` per model sets its
+    catalogue size c_m; an optional top-level ``[repaint]`` (jump_length, jump_n_sample) the
+    resampling schedule, plain RePaint without resampling when absent.
     """
     path = Path(path)
     try:
@@ -401,19 +483,42 @@ def load_profile(path: str | Path) -> list[dict[str, Any]]:
     models = data.get("model")
     if not isinstance(models, list) or not models:
         raise ConfigError(f"catalogue.profile: {path} holds no [[model]] tables")
+    curves: dict[str, list[dict[str, float]]] = {}
     for i, entry in enumerate(models):
-        for key in _PROFILE_KEYS:
+        where = f"catalogue.profile model[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where} must be a table, got {entry!r}")
+        for key in _LATENCY_KEYS:
             if key not in entry:
                 raise ConfigError(f"catalogue.profile: model[{i}] lacks {key}")
-            _check_range(f"catalogue.profile model[{i}].{key}", entry[key], 0, None)
-        if not entry["A1"] < entry["A3"]:
-            raise ConfigError(f"catalogue.profile model[{i}]: A1 must be below A3")
-        _check_range(f"catalogue.profile model[{i}].B1", entry["B1"], 0, None, low_open=True)
+            _check_range(f"{where}.{key}", entry[key], 0, None)
+        _check_range(f"{where}.B1", entry["B1"], 0, None, low_open=True)
         if "size_gb" in entry:
-            _check_range(
-                f"catalogue.profile model[{i}].size_gb", entry["size_gb"], 0, None, low_open=True
-            )
-    return models
+            _check_range(f"{where}.size_gb", entry["size_gb"], 0, None, low_open=True)
+        fits = dict(entry.get("quality", {}))
+        if any(key in entry for key in _CURVE_KEYS):
+            old = {k: entry[k] for k in _CURVE_KEYS if k in entry}
+            fits.setdefault("tv", old | ({"r2": entry["r2_tv"]} if "r2_tv" in entry else {}))
+        if not fits:
+            raise ConfigError(f"catalogue.profile: model[{i}] lacks A1 (no eq. (7) fit)")
+        for metric, curve in fits.items():
+            if metric not in QUALITY_METRICS:
+                raise ConfigError(
+                    f"{where}.quality.{metric}: unknown measure; allowed {list(QUALITY_METRICS)}"
+                )
+            curves.setdefault(metric, []).append(_check_curve(f"{where}.quality.{metric}", curve))
+    complete = {m: tuple(c) for m, c in curves.items() if len(c) == len(models)}
+    repaint_table = data.get("repaint", {})
+    if not isinstance(repaint_table, Mapping) or set(repaint_table) - {
+        "jump_length",
+        "jump_n_sample",
+    }:
+        raise ConfigError(
+            f"catalogue.profile: [repaint] of {path} allows jump_length and jump_n_sample only"
+        )
+    repaint = RepaintSettings(**repaint_table)
+    repaint.validate("catalogue.profile repaint")
+    return Profile(models=tuple(models), curves=complete, repaint=repaint)
 
 
 def build_catalogue(config: CatalogueConfig) -> ModelCatalogue:
@@ -443,25 +548,31 @@ def build_catalogue(config: CatalogueConfig) -> ModelCatalogue:
         "B2": draw(config.b2_s, open_low=True),
     }
     names = tuple(f"model{i}" for i in range(m))
+    repaint = RepaintSettings()
     if config.profile:
-        entries = load_profile(config.profile)
+        profile = load_profile(config.profile)
+        entries = profile.models
         if len(entries) != m:
             raise ConfigError(
                 f"catalogue.profile has {len(entries)} models but catalogue.num_models = {m}"
             )
-        params = {k: np.array([float(e[k]) for e in entries]) for k in _PROFILE_KEYS}
+        params = profile.curve(config.quality_metric, config.profile)
+        params |= {k: np.array([float(e[k]) for e in entries]) for k in _LATENCY_KEYS}
         names = tuple(str(e.get("name", f"model{i}")) for i, e in enumerate(entries))
         size_gb = np.array(
             [float(e.get("size_gb", s)) for e, s in zip(entries, size_gb, strict=True)]
         )
+        repaint = profile.repaint
     return ModelCatalogue(
         names=names,
         size_gb=size_gb,
         output_bits=output_bits,
         a1_steps=params["A1"],
-        a2_tv=params["A2"],
+        a2_quality=params["A2"],
         a3_steps=params["A3"],
-        a4_tv=params["A4"],
+        a4_quality=params["A4"],
         b1_s_per_step=params["B1"],
         b2_s=params["B2"],
+        quality_metric=config.quality_metric,
+        repaint=repaint,
     )

@@ -32,7 +32,7 @@ class RunSummary:
     mean_slot_reward: float
     mean_frame_reward: float
     mean_delay_s: float
-    mean_tv: float
+    mean_quality: float
     decision_ms_per_slot: float
     caching_ms_per_frame: float
     overfull_frames: int
@@ -48,7 +48,7 @@ class SlotMetrics:
         self.user_slots = 0
         self.slots = 0
         self.frames = 0
-        self.utility = self.hits = self.violations = self.delay_s = self.tv = 0.0
+        self.utility = self.hits = self.violations = self.delay_s = self.quality = 0.0
         self.slot_reward = self.frame_reward = 0.0
         self.decision_s = self.caching_s = 0.0
         self.overfull = 0
@@ -60,7 +60,7 @@ class SlotMetrics:
         self.hits += float(outcome.cached.sum())
         self.violations += float(outcome.violation.sum())
         self.delay_s += float(outcome.total_s.sum())
-        self.tv += float(outcome.tv.sum())
+        self.quality += float(outcome.quality.sum())
         self.slot_reward += float(outcome.reward)
         self.decision_s += decision_s
         self.slots += 1
@@ -83,7 +83,7 @@ class SlotMetrics:
             "mean_slot_reward": self.slot_reward / slots if slots else nan,
             "mean_frame_reward": self.frame_reward / frames if frames else nan,
             "mean_delay_s": self.delay_s / n if n else nan,
-            "mean_tv": self.tv / n if n else nan,
+            "mean_quality": self.quality / n if n else nan,
             "decision_ms_per_slot": 1e3 * self.decision_s / slots if slots else nan,
             "caching_ms_per_frame": 1e3 * self.caching_s / frames if frames else nan,
         }

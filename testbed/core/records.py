@@ -51,7 +51,8 @@ class SlotOutcome:
     dw_s: np.ndarray
     gen_s: np.ndarray
     total_s: np.ndarray
-    tv: np.ndarray
+    quality: np.ndarray
+    """eq. (7) of each user in the catalogue's quality measure (lower is better)."""
     utility: np.ndarray
     violation: np.ndarray
     reward: np.ndarray

@@ -84,19 +84,19 @@ def downlink_delay_s(
     )
 
 
-def tv_progress(steps: np.ndarray, a1: np.ndarray, a3: np.ndarray) -> np.ndarray:
+def quality_progress(steps: np.ndarray, a1: np.ndarray, a3: np.ndarray) -> np.ndarray:
     """eq. (7)'s progress from A1 to A3 steps: 0 up to A1, linear, 1 from A3 on."""
     return np.clip((np.asarray(steps, dtype=float) - a1) / (a3 - a1), 0.0, 1.0)
 
 
-def edge_tv(
+def edge_quality(
     steps: np.ndarray, a1: np.ndarray, a2: np.ndarray, a3: np.ndarray, a4: np.ndarray
 ) -> np.ndarray:
-    """eq. (7) at the edge: TV = A2 up to A1 steps, linear down to A4 at A3 steps, A4 beyond."""
-    return a2 + (a4 - a2) * tv_progress(steps, a1, a3)
+    """eq. (7) at the edge: quality A2 up to A1 steps, linear down to A4 at A3 steps, A4 beyond."""
+    return a2 + (a4 - a2) * quality_progress(steps, a1, a3)
 
 
-def tv_quality(
+def served_quality(
     steps: np.ndarray,
     cached: np.ndarray,
     a1: np.ndarray,
@@ -104,8 +104,8 @@ def tv_quality(
     a3: np.ndarray,
     a4: np.ndarray,
 ) -> np.ndarray:
-    """eq. (7): :func:`edge_tv` for a cached model; A4 (the cloud's full quality) on a miss."""
-    return np.where(cached, edge_tv(steps, a1, a2, a3, a4), a4)
+    """eq. (7): :func:`edge_quality` for a cached model; A4 (the cloud's full quality) on a miss."""
+    return np.where(cached, edge_quality(steps, a1, a2, a3, a4), a4)
 
 
 def generation_delay_s(
@@ -121,9 +121,10 @@ def total_delay_s(up_s: np.ndarray, down_s: np.ndarray, gen_s: np.ndarray) -> np
     return np.asarray(up_s) + np.asarray(down_s) + np.asarray(gen_s)
 
 
-def utility(delay_s: np.ndarray, tv: np.ndarray, alpha: float) -> np.ndarray:
-    """eq. (10): G = alpha D_tl + (1 - alpha) TV (lower is better)."""
-    return alpha * np.asarray(delay_s) + (1.0 - alpha) * np.asarray(tv)
+def utility(delay_s: np.ndarray, quality: np.ndarray, alpha: float) -> np.ndarray:
+    """eq. (10): G = alpha D_tl + (1 - alpha) TV, TV being the quality measure of eq. (7)
+    (lower is better)."""
+    return alpha * np.asarray(delay_s) + (1.0 - alpha) * np.asarray(quality)
 
 
 def slot_reward(
@@ -304,8 +305,8 @@ def evaluate_slot(
     services = np.asarray(services)
     cached = np.asarray(cache, dtype=bool)[services]
     output_bits = catalogue.output_bits[services]
-    a1, a2 = catalogue.a1_steps[services], catalogue.a2_tv[services]
-    a3, a4 = catalogue.a3_steps[services], catalogue.a4_tv[services]
+    a1, a2 = catalogue.a1_steps[services], catalogue.a2_quality[services]
+    a3, a4 = catalogue.a3_steps[services], catalogue.a4_quality[services]
     b1, b2 = catalogue.b1_s_per_step[services], catalogue.b2_s[services]
     steps = np.asarray(step_share, dtype=float) * radio.total_steps
     rate_up = uplink_rate_bps(
@@ -325,8 +326,8 @@ def evaluate_slot(
     dw_s = downlink_delay_s(output_bits, rate_dw, cached, radio.backhaul_down_bps)
     gen_s = generation_delay_s(steps, cached, b1, b2, a3)
     total_s = total_delay_s(up_s, dw_s, gen_s)
-    tv = tv_quality(steps, cached, a1, a2, a3, a4)
-    g = utility(total_s, tv, radio.alpha)
+    quality = served_quality(steps, cached, a1, a2, a3, a4)
+    g = utility(total_s, quality, radio.alpha)
     violation = total_s > radio.slot_duration_s
     reward = slot_reward(g, total_s, radio.slot_duration_s, radio.slot_penalty)
     return SlotOutcome(
@@ -338,7 +339,7 @@ def evaluate_slot(
         dw_s=_broadcast(dw_s, steps.shape),
         gen_s=gen_s,
         total_s=total_s,
-        tv=tv,
+        quality=quality,
         utility=g,
         violation=violation,
         reward=reward,

@@ -1,12 +1,13 @@
 """The live slot executor: the users, the edge and the cloud serve each slot, and the slot
 is scored twice through the same eqs. (10) and (23).
 
-**Measured** is what happened (the delays and the TV the users measured; what the policies
+**Measured** is what happened (the delays and the quality the users measured, in the
+catalogue's ``quality_metric``; what the policies
 and the metrics see); **simulated** is the system model with the scenario's calibration
 profile on the same world and the same actions, with the integer steps the edge ran. A
 failed request (a node down, a deadline missed, a user without bandwidth) counts like a
-starved user of the simulator: its delay is ``delay_cap_s`` and its quality the no-step TV
-A2, so it breaks (11h).
+starved user of the simulator: its delay is ``delay_cap_s`` and its quality the no-step
+A2 of eq. (7), so it breaks (11h).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class LiveSlot:
     wait_s: np.ndarray
     backhaul_s: np.ndarray
     backhaul_up_s: np.ndarray
+    tv: np.ndarray
+    """TV of each output as its user measured it (NaN for a failed user)."""
+    hole_mae: np.ndarray
+    """Hole MAE (% of range) of each output as its user measured it (NaN for a failed user)."""
     psnr_db: np.ndarray
     ssim: np.ndarray
     served_by: tuple[str, ...]
@@ -179,8 +184,9 @@ class LiveExecutor:
         up_s = column("uplink_s", radio.delay_cap_s)
         dw_s, gen_s = column("downlink_s"), column("generation_s")
         total_s = up_s + dw_s + gen_s  # eq. (9)
-        tv = np.where(failed, self.catalogue.a2_tv[slot.services], column("tv"))
-        g = utility(total_s, tv, radio.alpha)  # eq. (10)
+        metric = self.catalogue.quality_metric  # a UserReport field of the same name
+        quality = np.where(failed, self.catalogue.a2_quality[slot.services], column(metric))
+        g = utility(total_s, quality, radio.alpha)  # eq. (10)
         measured = SlotOutcome(
             cached=simulated.cached,
             steps=steps.astype(float),
@@ -190,7 +196,7 @@ class LiveExecutor:
             dw_s=dw_s,
             gen_s=gen_s,
             total_s=total_s,
-            tv=tv,
+            quality=quality,
             utility=g,
             violation=total_s > radio.slot_duration_s,
             reward=slot_reward(g, total_s, radio.slot_duration_s, radio.slot_penalty),
@@ -199,6 +205,8 @@ class LiveExecutor:
             "wait_s": column("wait_s"),
             "backhaul_s": column("backhaul_s"),
             "backhaul_up_s": column("backhaul_up_s"),
+            "tv": column("tv", np.nan),
+            "hole_mae": column("hole_mae", np.nan),
             "psnr_db": column("psnr_db", np.nan),
             "ssim": column("ssim", np.nan),
             "served_by": tuple(r.served_by for r in reports),

@@ -170,12 +170,18 @@ class NodeSupervisor:
         device: str | None = None,
         threads: int = 1,
         timeout_s: float = 120.0,
+        dtype: str = "float32",
         security: NodeSecurity | None = None,
     ) -> None:
         self.logs, self.timeout_s = logs, timeout_s
         self.security = security or NodeSecurity()
         self.common = ["--config", str(config_path), *self.security.flags]
-        self.engine = [*(["--device", device] if device else []), "--threads", str(threads)]
+        self.engine = [
+            *(["--device", device] if device else []),
+            *(["--dtype", dtype] if dtype != "float32" else []),
+            "--threads",
+            str(threads),
+        ]
         self.nodes: dict[str, NodeProcess] = {}
 
     def start(self) -> NodeAddresses:

@@ -26,6 +26,7 @@ STORED = {
     "request_timeout": "request_timeout_s",
     "gallery": "gallery_users",
     "device": "device",
+    "dtype": "dtype",
     "threads": "threads",
     "inject": "inject",
     "restart_nodes": "restart_nodes",
@@ -34,6 +35,8 @@ STORED = {
 }
 """The options a run folder's ``live.json`` stores, for ``--resume``: its key (the flag's
 name) -> the :class:`LiveOptions` field."""
+ADDED_LATER = {"dtype": "float32"}
+"""Stored options that a run folder written before they existed lacks: what it ran with."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class LiveOptions:
     """Users per slot whose images are kept in ``gallery/``."""
     device: str | None = None
     """Torch device of the edge and the cloud the run starts (default: theirs)."""
+    dtype: str = "float32"
+    """Precision of the UNet at the edge and the cloud the run starts
+    (``edge_node.executor.DTYPES``)."""
     threads: int | None = None
     """Torch CPU threads per node the run starts (default 1)."""
     inject: tuple[str, ...] = ()
@@ -119,6 +125,7 @@ class LiveOptions:
             stored = folder.read_json(LIVE)
         except (OSError, ValueError) as exc:
             raise UsageError(f"{folder / LIVE} is unreadable: {exc}") from exc
+        stored = {**ADDED_LATER, **stored}
         missing = [key for key in STORED if key not in stored]
         if missing:
             raise UsageError(f"{folder / LIVE} lacks the options {missing}")

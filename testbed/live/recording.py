@@ -49,7 +49,9 @@ def live_rows(step: SlotStep, live: LiveSlot, catalogue: ModelCatalogue) -> dict
             "measured_D_bh_s": live.backhaul_s,
             "measured_D_bh_up_s": live.backhaul_up_s,
             "measured_D_tl_s": measured.total_s,
-            "measured_tv": measured.tv,
+            "measured_quality": measured.quality,
+            "measured_tv": live.tv,
+            "measured_hole_mae": live.hole_mae,
             "measured_psnr": live.psnr_db,
             "measured_ssim": live.ssim,
             "measured_G": measured.utility,
@@ -149,7 +151,9 @@ class LiveRecorder(Hooks):
             "model": self.catalogue.names[step.slot.services[user]],
             "steps_run": int(live.steps_run[user]),
             "served_by": live.served_by[user],
-            "tv": float(live.measured.tv[user]),
+            "quality": float(live.measured.quality[user]),
+            "tv": float(live.tv[user]),
+            "hole_mae": float(live.hole_mae[user]),
             "psnr_db": float(live.psnr_db[user]),
         }
         for kind, data in images.items():

@@ -66,6 +66,7 @@ def play(plan: LivePlan, folder: RunFolder, resume: ResumePoint | None = None) -
                 folder / "nodes",
                 folder / CONFIG,
                 device=options.device,
+                dtype=options.dtype,
                 threads=options.threads or 1,  # 2 cores: one torch thread per node
                 timeout_s=options.start_timeout_s,
                 security=plan.security,
@@ -90,7 +91,11 @@ def summarise_run(plan: LivePlan, folder: RunFolder, info: dict) -> dict:
         "time_scale": options.time_scale,
         **info,
         **summarise_live(
-            trace, config.utility.alpha, net.backhaul_up_rate_bps, net.backhaul_down_rate_bps
+            trace,
+            config.utility.alpha,
+            net.backhaul_up_rate_bps,
+            net.backhaul_down_rate_bps,
+            config.catalogue.quality_metric,
         ),
     }
     summary["refit"] = refit_comparison(config, summary)

@@ -110,7 +110,7 @@ class SlotAllocation(_message.Message):
     def __init__(self, episode: _Optional[int] = ..., frame: _Optional[int] = ..., slot: _Optional[int] = ..., users: _Optional[_Iterable[_Union[UserAllocation, _Mapping]]] = ..., backhaul_up_rate_bps: _Optional[float] = ..., backhaul_down_rate_bps: _Optional[float] = ..., time_scale: _Optional[float] = ..., gallery_users: _Optional[int] = ..., request_timeout_s: _Optional[float] = ..., relay_to_cloud: _Optional[bool] = ..., link_loss: _Optional[float] = ...) -> None: ...
 
 class UserReport(_message.Message):
-    __slots__ = ("uplink_s", "downlink_s", "generation_s", "wait_s", "backhaul_s", "tv", "psnr_db", "ssim", "served_by", "steps_run", "unet_calls", "failure", "upload_png", "output_png", "truth_png", "backhaul_up_s", "backhaul_down_s")
+    __slots__ = ("uplink_s", "downlink_s", "generation_s", "wait_s", "backhaul_s", "tv", "psnr_db", "ssim", "served_by", "steps_run", "unet_calls", "failure", "upload_png", "output_png", "truth_png", "backhaul_up_s", "backhaul_down_s", "hole_mae")
     UPLINK_S_FIELD_NUMBER: _ClassVar[int]
     DOWNLINK_S_FIELD_NUMBER: _ClassVar[int]
     GENERATION_S_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class UserReport(_message.Message):
     TRUTH_PNG_FIELD_NUMBER: _ClassVar[int]
     BACKHAUL_UP_S_FIELD_NUMBER: _ClassVar[int]
     BACKHAUL_DOWN_S_FIELD_NUMBER: _ClassVar[int]
+    HOLE_MAE_FIELD_NUMBER: _ClassVar[int]
     uplink_s: float
     downlink_s: float
     generation_s: float
@@ -145,7 +146,8 @@ class UserReport(_message.Message):
     truth_png: bytes
     backhaul_up_s: float
     backhaul_down_s: float
-    def __init__(self, uplink_s: _Optional[float] = ..., downlink_s: _Optional[float] = ..., generation_s: _Optional[float] = ..., wait_s: _Optional[float] = ..., backhaul_s: _Optional[float] = ..., tv: _Optional[float] = ..., psnr_db: _Optional[float] = ..., ssim: _Optional[float] = ..., served_by: _Optional[str] = ..., steps_run: _Optional[int] = ..., unet_calls: _Optional[int] = ..., failure: _Optional[str] = ..., upload_png: _Optional[bytes] = ..., output_png: _Optional[bytes] = ..., truth_png: _Optional[bytes] = ..., backhaul_up_s: _Optional[float] = ..., backhaul_down_s: _Optional[float] = ...) -> None: ...
+    hole_mae: float
+    def __init__(self, uplink_s: _Optional[float] = ..., downlink_s: _Optional[float] = ..., generation_s: _Optional[float] = ..., wait_s: _Optional[float] = ..., backhaul_s: _Optional[float] = ..., tv: _Optional[float] = ..., psnr_db: _Optional[float] = ..., ssim: _Optional[float] = ..., served_by: _Optional[str] = ..., steps_run: _Optional[int] = ..., unet_calls: _Optional[int] = ..., failure: _Optional[str] = ..., upload_png: _Optional[bytes] = ..., output_png: _Optional[bytes] = ..., truth_png: _Optional[bytes] = ..., backhaul_up_s: _Optional[float] = ..., backhaul_down_s: _Optional[float] = ..., hole_mae: _Optional[float] = ...) -> None: ...
 
 class SlotReport(_message.Message):
     __slots__ = ("users",)

@@ -51,7 +51,7 @@ def outcome_info(outcome: SlotOutcome) -> dict[str, float]:
         "hit_ratio": float(outcome.cached.mean()),
         "violation_rate": float(outcome.violation.mean()),
         "mean_delay_s": float(outcome.total_s.mean()),
-        "mean_tv": float(outcome.tv.mean()),
+        "mean_quality": float(outcome.quality.mean()),
     }
 
 

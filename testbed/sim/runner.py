@@ -63,7 +63,7 @@ EPISODE_COLUMNS = (
     "mean_slot_reward",
     "mean_frame_reward",
     "mean_delay_s",
-    "mean_tv",
+    "mean_quality",
     "decision_ms_per_slot",
 )
 
