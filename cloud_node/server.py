@@ -1,4 +1,4 @@
-"""The cloud node (``testbed.v1.Cloud``): every zoo model, full-quality generation, weights.
+"""The cloud node (``testbed.v1.Cloud``): every catalogue model, full-quality generation, weights.
 
 * ``Generate`` serves a request the edge forwards: the upload is checked like at the edge
   (`testbed.proto.streams.receive_upload`), then RePaint runs with the cloud's full-quality
@@ -8,11 +8,13 @@
   of the same model that are ready together run as one batch. The reply (result header, image,
   zero filler up to ``output_bytes``) is paced at R_cb, the cloud-to-edge link.
 * ``FetchWeights`` streams a model's files for an edge cache fill, paced at the request's rate:
-  the safetensors weights and JSON configs of its zoo folder (never pickles), sorted by path,
-  each a `FileHeader` (relative POSIX path, size, SHA-256) followed by its bytes.
+  the safetensors weights and JSON configs of its zoo or checkpoint folder (never pickles),
+  sorted by path, each a `FileHeader` (relative POSIX path, size, SHA-256) followed by its
+  bytes.
 
-Model names are looked up in the catalogue, whose names were checked at start to be zoo
-models (`edge_node.zoo.zoo_model_dirs`); a name is never used as a path.
+Model names are looked up in the catalogue, whose models were checked at start to be zoo
+models or the checkpoint folders the scenario names (``catalogue.models``,
+`edge_node.zoo.catalogue_model_dirs`); a name in a request is never used as a path.
 
 | RPC | status | when |
 |---|---|---|
@@ -40,7 +42,7 @@ from pathlib import Path
 import grpc
 
 from edge_node.worker import InferenceWorker, make_executor, result_header, wait_for
-from edge_node.zoo import image_shape, transfer_bytes, transfer_files, zoo_model_dirs
+from edge_node.zoo import catalogue_model_dirs, image_shape, transfer_bytes, transfer_files
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.errors import CheckpointError
 from testbed.proto import cloud_pb2, cloud_pb2_grpc
@@ -194,13 +196,15 @@ def serve(
     float16 or bfloat16; float16 not on cpu). ``security``: TLS and the token checked
     on every call (`testbed.proto.security`); a non-loopback ``listen`` needs both.
 
-    Refuses, with a `TestbedError`, a catalogue whose names are not zoo models, a model whose
+    Refuses, with a `TestbedError`, a catalogue model that is neither a zoo model nor a
+    checkpoint folder (``catalogue.models``), a model whose
     weights are not safetensors or exceed ``MAX_TRANSFER_BYTES``, and a bad device,
     thread count or dtype. ``NodeServer.stop`` also stops the worker.
     """
     check_listen(listen, security)
     full_steps = full_quality_steps(config)
-    model_dirs = zoo_model_dirs(list(full_steps))
+    names = tuple(full_steps)
+    model_dirs = catalogue_model_dirs(names, config.catalogue.model_entries(names))
     for name, folder in model_dirs.items():
         if not any(path.suffix == ".safetensors" for path in transfer_files(folder)):
             raise CheckpointError(f"model {name!r}: no safetensors weights in {folder}")

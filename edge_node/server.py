@@ -46,7 +46,7 @@ import numpy as np
 
 from edge_node.cache import CacheBusy, FillError, ModelCache
 from edge_node.worker import InferenceWorker, make_executor, result_header, wait_for
-from edge_node.zoo import ZOO_DIR, image_shape, transfer_bytes, zoo_model_dirs
+from edge_node.zoo import ZOO_DIR, catalogue_model_dirs, image_shape, transfer_bytes
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.errors import TestbedError
 from testbed.proto import cloud_pb2, cloud_pb2_grpc, edge_pb2, edge_pb2_grpc
@@ -290,8 +290,9 @@ def serve(
 
     The cache lives in ``cache_dir/<model>/`` (created if missing; only those folders are
     ever written or deleted), or in a temporary folder removed on stop. Refuses, with a
-    `TestbedError`, a catalogue whose names are not zoo models (the edge knows each model's
-    image shape and weight size from the zoo registry), a ``cache_dir`` inside the zoo, and a
+    `TestbedError`, a catalogue model that is neither a zoo model nor a checkpoint folder
+    (``catalogue.models``: the edge reads each model's image shape and weight size from its
+    zoo or checkpoint folder, on this host), a ``cache_dir`` inside the zoo, and a
     bad device, thread count or dtype. ``NodeServer.stop`` also stops the worker, closes the
     channel to the cloud and removes a temporary cache folder.
 
@@ -301,7 +302,8 @@ def serve(
     """
     check_listen(listen, security)
     catalogue = build_catalogue(config.catalogue)
-    model_dirs = zoo_model_dirs(catalogue.names)
+    names = catalogue.names
+    model_dirs = catalogue_model_dirs(names, config.catalogue.model_entries(names))
     shapes = {name: image_shape(folder) for name, folder in model_dirs.items()}
     weights_bytes = {name: transfer_bytes(folder) for name, folder in model_dirs.items()}
     if cache_dir is not None:

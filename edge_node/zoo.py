@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testbed.core.config import is_model_path
 from testbed.core.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -140,6 +141,21 @@ def zoo_model_dirs(names: Sequence[str]) -> dict[str, Path]:
                 f"{name!r} is not a zoo model; the zoo holds: {', '.join(known) or 'none'}"
             )
         dirs[name] = check_checkpoint(name)
+    return dirs
+
+
+def catalogue_model_dirs(names: Sequence[str], entries: Sequence[str]) -> dict[str, Path]:
+    """The checked folder of each catalogue model, by its name: ``entries[m]`` (a scenario's
+    ``catalogue.models``, or its names) is a zoo name (looked up as `zoo_model_dirs` does,
+    never used as a path) or, if `testbed.core.config.is_model_path`, the path of a local
+    checkpoint folder the scenario's operator named. Raises `CheckpointError` naming the first
+    entry that is neither, or whose folder `check_checkpoint` refuses."""
+    dirs: dict[str, Path] = {}
+    for name, entry in zip(names, entries, strict=True):
+        if is_model_path(entry):
+            dirs[name] = check_checkpoint(Path(entry).expanduser())
+        else:
+            dirs[name] = zoo_model_dirs([entry])[entry]
     return dirs
 
 

@@ -25,7 +25,8 @@ unserved, so a corrected call still serves it.
 
 **A user in ServeSlot**, one thread each, so the edge serves them as their uploads complete:
 
-1. makes its request: a held-out patch of its model's source with a seeded mask
+1. makes its request: a held-out patch of its model's source (``catalogue.sources``, by
+   default the model's own; at a checkpoint's ``sample_size``) with a seeded mask
    (``make_requests``), seeded by :func:`testbed.core.seeding.request_seed` from the
    episode's world seed, the frame, the slot and the user, so a live run is reproducible;
 2. opens ``testbed.v1.Edge/Generate`` with a deadline of ``request_timeout_s`` (shortened to
@@ -67,7 +68,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from testbed.core.config import ConfigError, ScenarioConfig, build_catalogue
+from testbed.core.config import ConfigError, ScenarioConfig, build_catalogue, is_model_path
 from testbed.core.records import SlotState
 from testbed.core.seeding import request_seed
 from testbed.proto import cloud_pb2_grpc, common_pb2, edge_pb2_grpc, users_pb2, users_pb2_grpc
@@ -76,8 +77,8 @@ from testbed.proto.runtime import LOOPBACK, NodeServer, Pacer, channel, chunks, 
 from testbed.proto.security import Security, check_listen
 from testbed.proto.slots import slot_message
 from testbed.proto.streams import Refusal, image_bytes, mask_bytes, paced_wall_s, shown
-from ue_emulator.requests import UserRequest, make_requests
-from ue_emulator.sources import SOURCE_LOADERS
+from ue_emulator.requests import UserRequest, checkpoint_size_px, make_requests
+from ue_emulator.sources import PATCH_SIZE_PX, SOURCE_LOADERS
 from ue_emulator.wire import validate_allocation_message, world_seed_from_message
 from ue_emulator.world import World
 
@@ -118,6 +119,30 @@ class Delivery:
     """Emulated seconds from the result header's arrival to the last byte (eq. (5))."""
 
 
+def request_kinds(config: ScenarioConfig) -> dict[str, tuple[str, int]]:
+    """Per catalogue model (by name), the source its users' requests come from and their side
+    in px: ``catalogue.sources`` (default each model's label), at the checkpoint's
+    ``sample_size`` for a checkpoint folder of ``catalogue.models`` and the zoo's 32 px for
+    a zoo model. Raises ConfigError naming a model whose source is not an image source."""
+    names = build_catalogue(config.catalogue).names
+    entries = config.catalogue.model_entries(names)
+    sources = config.catalogue.model_sources(names)
+    unknown = [
+        name for name, source in zip(names, sources, strict=True) if source not in SOURCE_LOADERS
+    ]
+    if unknown:
+        key = "catalogue.sources" if config.catalogue.sources else "catalogue.profile"
+        raise ConfigError(
+            f"{key}: models {unknown} are not image sources ({', '.join(SOURCE_LOADERS)}); "
+            "the users' node draws each request from its model's source (catalogue.sources "
+            "gives one per model)"
+        )
+    return {
+        name: (source, checkpoint_size_px(entry) if is_model_path(entry) else PATCH_SIZE_PX)
+        for name, entry, source in zip(names, entries, sources, strict=True)
+    }
+
+
 class UsersServicer(users_pb2_grpc.UsersServicer):
     """``testbed.v1.Users``: validates each call and delegates to the world and the users.
 
@@ -132,13 +157,7 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         security: Security | None = None,
     ) -> None:
         self.catalogue = build_catalogue(config.catalogue)
-        unknown = [name for name in self.catalogue.names if name not in SOURCE_LOADERS]
-        if unknown:
-            raise ConfigError(
-                f"catalogue.profile: models {unknown} are not image sources "
-                f"({', '.join(SOURCE_LOADERS)}); the users' node draws each request from "
-                "its model's source"
-            )
+        self.requests = request_kinds(config)
         self.total_steps = config.catalogue.total_steps
         self.world = World(config)
         self.edge_address = edge_address
@@ -159,8 +178,8 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         so that the first slot's wall time holds none of their loading (seconds)."""
         from ue_emulator.quality import score_outputs
 
-        for name in self.catalogue.names:
-            request = make_requests(name, 1, seed=0)[0]
+        for source, size_px in self.requests.values():
+            request = make_requests(source, 1, seed=0, size_px=size_px)[0]
         score_outputs(
             request.request.masked_image[None],
             request.ground_truth[None],
@@ -271,7 +290,8 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         """One user's request, from its making to its score; failures become its report."""
         wanted = request.users[user]
         seed = request_seed(world_seed, slot.frame, slot.slot, user)
-        made = make_requests(wanted.model, 1, seed)[0]
+        source, size_px = self.requests[wanted.model]
+        made = make_requests(source, 1, seed, size_px=size_px)[0]
         report = users_pb2.UserReport()
         gallery = user < request.gallery_users
         if gallery:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -219,6 +220,16 @@ class CatalogueConfig:
     profile's A1..A4 fitted on it are used by the simulator, the agents, the live scoring and
     the report. "tv" is the paper's; the draws of ``a2_tv``/``a4_tv`` are TV, so any other
     measure needs a ``profile`` that holds its fit."""
+    models: tuple[str, ...] = ()
+    """Per model m, what the live nodes serve: a zoo name (a bare name, no ``/``) or the path
+    of a local diffusers DDPM checkpoint folder (a relative one is taken relative to the
+    scenario TOML's folder; write ``./name`` for a folder beside it). Each entry's label (the
+    zoo name, or the folder's basename, :func:`model_label`) must be the profile's name of
+    model m. Empty: the profile's names, all zoo models."""
+    sources: tuple[str, ...] = ()
+    """Per model m, the image source its users' requests come from (a name of
+    ``ue_emulator.sources.SOURCE_LOADERS``). Empty: each model's label (a zoo model's own
+    source); a checkpoint folder whose basename is not a source needs one."""
     popularity_states: tuple[float, ...] = (0.2, 0.5, 0.7)
     """Gamma, the Zipf skewness states (Sec. 7.1)."""
     popularity_transition: tuple[tuple[float, ...], ...] = (
@@ -258,6 +269,7 @@ class CatalogueConfig:
                 f"catalogue.quality_metric = {self.quality_metric!r} needs a catalogue.profile "
                 "that holds its eq. (7) fit (the drawn catalogue.a2_tv/a4_tv are TV)"
             )
+        self._validate_models()
         if len(self.popularity_states) < 1:
             raise ConfigError("catalogue.popularity_states must hold at least one state")
         for gamma in self.popularity_states:
@@ -267,6 +279,55 @@ class CatalogueConfig:
             self.popularity_transition,
             len(self.popularity_states),
         )
+
+    def _validate_models(self) -> None:
+        """``models`` and ``sources``: strings, one per model (or none); a path entry an
+        existing folder."""
+        for key in ("models", "sources"):
+            entries = getattr(self, key)
+            if not isinstance(entries, tuple) or not all(isinstance(e, str) and e for e in entries):
+                raise ConfigError(f"catalogue.{key} must be a list of non-empty strings")
+            if entries and len(entries) != self.num_models:
+                raise ConfigError(
+                    f"catalogue.{key} has {len(entries)} entries: allowed none or "
+                    f"catalogue.num_models = {self.num_models}"
+                )
+        if self.models and not self.profile:
+            raise ConfigError(
+                "catalogue.models needs a catalogue.profile that names its models (their "
+                "calibration: `testbed calibrate --models`)"
+            )
+        for entry in self.models:
+            if is_model_path(entry) and not Path(entry).expanduser().is_dir():
+                raise ConfigError(
+                    f"catalogue.models: {entry!r} is not a folder: allowed a zoo name or the "
+                    "path of a diffusers DDPM checkpoint folder"
+                )
+            if model_label(entry) in ("", ".", ".."):  # the label names the edge's cache folder
+                raise ConfigError(
+                    f"catalogue.models: {entry!r} has no basename: allowed a folder path that "
+                    "ends in the folder's name"
+                )
+
+    def model_entries(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """What model m is served from: ``models`` or, empty, the catalogue ``names``."""
+        return self.models or names
+
+    def model_sources(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The request-image source of each model: ``sources`` or, empty, each label."""
+        return self.sources or tuple(model_label(e) for e in self.model_entries(names))
+
+
+def is_model_path(entry: str) -> bool:
+    """Whether a ``catalogue.models`` entry is a folder path (it holds a ``/`` or starts with
+    ``~``) rather than a zoo name."""
+    return "/" in entry or entry.startswith("~")
+
+
+def model_label(entry: str) -> str:
+    """The profile name of a ``catalogue.models`` entry: a zoo name itself, a checkpoint
+    folder its basename (as ``testbed calibrate --models`` names it)."""
+    return Path(entry).expanduser().name if is_model_path(entry) else entry
 
 
 @dataclass(frozen=True)
@@ -374,7 +435,8 @@ def _listify(value: Any) -> Any:
 def load_config(path: str | Path) -> ScenarioConfig:
     """Read a scenario from TOML; keys left out keep their defaults.
 
-    A relative ``catalogue.profile`` is taken relative to the TOML file's folder.
+    A relative ``catalogue.profile`` or ``catalogue.models`` path is taken relative to the
+    TOML file's folder.
     """
     path = Path(path)
     if not path.is_file():
@@ -387,6 +449,14 @@ def load_config(path: str | Path) -> ScenarioConfig:
     profile = data.get("catalogue", {}).get("profile")
     if isinstance(profile, str) and profile and not Path(profile).is_absolute():
         data["catalogue"]["profile"] = str((path.parent / profile).resolve())
+    models = data.get("catalogue", {}).get("models")
+    if isinstance(models, list):
+        data["catalogue"]["models"] = [
+            os.path.abspath(path.parent / Path(m).expanduser())  # a link keeps its name
+            if isinstance(m, str) and is_model_path(m)
+            else m
+            for m in models
+        ]
     return ScenarioConfig.from_dict(data)
 
 
@@ -559,6 +629,12 @@ def build_catalogue(config: CatalogueConfig) -> ModelCatalogue:
         params = profile.curve(config.quality_metric, config.profile)
         params |= {k: np.array([float(e[k]) for e in entries]) for k in _LATENCY_KEYS}
         names = tuple(str(e.get("name", f"model{i}")) for i, e in enumerate(entries))
+        for i, entry in enumerate(config.models):
+            if model_label(entry) != names[i]:
+                raise ConfigError(
+                    f"catalogue.models[{i}] = {entry!r} is labelled {model_label(entry)!r} but "
+                    f"the profile's model {i} is {names[i]!r}: allowed the profile's names in order"
+                )
         size_gb = np.array(
             [float(e.get("size_gb", s)) for e, s in zip(entries, size_gb, strict=True)]
         )

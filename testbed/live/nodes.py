@@ -247,14 +247,15 @@ def serve_node(
     **options: Any,
 ) -> None:
     """Serve the node of ``command`` (a value of :data:`NODE_COMMANDS`) with the scenario at
-    ``config_path`` (default: the live CPU scenario; its models must be zoo models), on
-    ``listen``, with ``security`` and the node's own ``options``; announce its address on
-    stdout (:data:`LISTENING`) and serve until SIGINT or SIGTERM (a graceful stop:
-    NOT_SERVING first)."""
-    from testbed.live.options import check_zoo_catalogue, load_live_scenario
+    ``config_path`` (default: the live CPU scenario; its models must be zoo models or
+    checkpoint folders, :func:`~testbed.live.options.check_live_catalogue`), on ``listen``,
+    with ``security`` and the node's own ``options``; announce its address on stdout
+    (:data:`LISTENING`) and serve until SIGINT or SIGTERM (a graceful stop: NOT_SERVING
+    first)."""
+    from testbed.live.options import check_live_catalogue, load_live_scenario
 
     config = load_live_scenario(config_path)
-    check_zoo_catalogue(config)
+    check_live_catalogue(config)
     node = _server(command)(config, listen=listen, security=security.security(), **options)
     serve_until_signalled(node, lambda address: print(f"{LISTENING}{address}", flush=True))
 

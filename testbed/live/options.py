@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from testbed.core.config import ScenarioConfig, build_catalogue, load_config
+from testbed.core.config import ScenarioConfig, build_catalogue, is_model_path, load_config
 from testbed.core.errors import UsageError
 from testbed.live.faults import Faults, parse_faults
 from testbed.proto.security import SecurityOptions
@@ -137,16 +137,22 @@ def load_live_scenario(path: str | Path | None = None) -> ScenarioConfig:
     return load_config(path if path is not None else LIVE_SCENARIO)
 
 
-def check_zoo_catalogue(config: ScenarioConfig) -> None:
-    """Refuse a catalogue whose models are not zoo models: the live testbed serves real
-    models, so the catalogue's profile must name them."""
-    from edge_node.zoo import zoo_names
+def check_live_catalogue(config: ScenarioConfig) -> None:
+    """Refuse a catalogue the live nodes cannot serve: every model is a zoo model or a
+    checkpoint folder (``catalogue.models``, labelled as the profile names it), and has an
+    image source its users' requests come from (``catalogue.sources``)."""
+    from edge_node.zoo import catalogue_model_dirs, zoo_names
+    from ue_emulator.server import request_kinds
 
-    names = build_catalogue(config.catalogue).names
-    unknown = [n for n in names if n not in zoo_names()]
+    names = build_catalogue(config.catalogue).names  # a label that is not the profile's: here
+    entries = config.catalogue.model_entries(names)
+    unknown = [e for e in entries if not is_model_path(e) and e not in zoo_names()]
     if unknown:
         raise UsageError(
             f"catalogue models {unknown} are not zoo models: the live testbed serves real "
             "models, so its catalogue.profile must name them (e.g. "
-            "calibration/profiles/cpu_zoo.toml)"
+            "calibration/profiles/cpu_zoo.toml); catalogue.models may give a checkpoint "
+            "folder for each (a path holds a '/', e.g. ./my_ddpm)"
         )
+    catalogue_model_dirs(names, entries)  # every checkpoint folder a DDPM checkpoint
+    request_kinds(config)  # every model an image source, every checkpoint RGB and square

@@ -19,7 +19,7 @@ import pandas as pd
 from testbed.core.config import ScenarioConfig
 from testbed.live.controller import LivePlan, run_live
 from testbed.live.nodes import NodeAddresses, NodeSupervisor
-from testbed.live.options import LiveOptions, check_zoo_catalogue
+from testbed.live.options import LiveOptions, check_live_catalogue
 from testbed.live.report import loop_overhead, summarise_live, write_report
 from testbed.live.resume import ResumePoint, resume_run
 from testbed.runs.folder import CONFIG, RunFolder
@@ -30,10 +30,10 @@ SUMMARY = "summary.json"
 
 
 def plan_live(options: LiveOptions, config: ScenarioConfig) -> LivePlan:
-    """The checked plan of a run: ``config``'s models are zoo models, the options are
-    checked, the security's files read, the policies built and their checkpoints verified.
-    Nothing is written."""
-    check_zoo_catalogue(config)
+    """The checked plan of a run: ``config``'s models are zoo models or checkpoint folders
+    with an image source each, the options are checked, the security's files read, the
+    policies built and their checkpoints verified. Nothing is written."""
+    check_live_catalogue(config)
     return LivePlan.build(options, config)
 
 
