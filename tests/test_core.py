@@ -71,7 +71,7 @@ def _outcome(utility, cached, violation, reward) -> SlotOutcome:
         dw_s=zeros,
         gen_s=zeros,
         total_s=np.array(utility, dtype=float) / 2,
-        tv=zeros,
+        quality=zeros,
         utility=np.array(utility, dtype=float),
         violation=np.array(violation, dtype=bool),
         reward=np.array(reward),

@@ -170,7 +170,7 @@ def test_live_json_stores_the_options_as_given_and_resume_reads_them_back(tmp_pa
     stored = json.loads((tmp_path / "live.json").read_text())
     assert list(stored) == [
         "policy", "checkpoint", "episodes", "time_scale", "request_timeout", "gallery",
-        "device", "threads", "inject", "restart_nodes", "edge", "users_node",
+        "device", "dtype", "threads", "inject", "restart_nodes", "edge", "users_node",
     ]  # fmt: skip
     assert stored["inject"] == ["link-loss=.25", "edge-kill@3"]  # as given, in order
     assert stored["request_timeout"] == 120.0 and stored["gallery"] == 0
@@ -268,3 +268,18 @@ def test_the_resume_point_is_the_first_slot_without_both_its_part_and_its_row(tm
     state.slot_played()
     assert not state.replays_frame(2) and not state.replays_slot()
     assert ResumePoint.of(RunFolder(tmp_path / "new")) == ResumePoint(0)
+
+
+def test_a_run_folder_from_before_dtype_resumes_in_float32(tmp_path: Path) -> None:
+    """live.json written before --dtype existed lacks it: such a run ran in float32."""
+    from testbed.live.options import LiveOptions
+    from testbed.runs.folder import RunFolder
+
+    given = LiveOptions(policy="rcars", dtype="bfloat16")
+    folder = RunFolder(tmp_path)
+    given.store(folder)
+    stored = json.loads((tmp_path / "live.json").read_text())
+    assert stored["dtype"] == "bfloat16"
+    del stored["dtype"]
+    (tmp_path / "live.json").write_text(json.dumps(stored))
+    assert LiveOptions().stored_in(folder).dtype == "float32"

@@ -20,7 +20,6 @@ from typing import Literal
 
 import numpy as np
 
-from testbed.core.config import ConfigError
 from ue_emulator.sources import PATCH_SIZE_PX, load_source, sample_patches
 
 MaskKind = Literal["box", "stroke", "mixed"]
@@ -112,15 +111,16 @@ def checkpoint_size_px(model_dir: str | Path) -> int:
     """The side in px of the images a diffusers DDPM checkpoint folder inpaints: its UNet
     config's ``sample_size`` (``unet/config.json`` in the pipeline layout, ``config.json``
     in the single-folder one), read without torch, so that the users make requests at it.
-    Raises `ConfigError` for a config that is missing or not a square RGB UNet (requests are
-    square RGB patches)."""
+    Raises ValueError (naming ``catalogue.models``) for a config that is missing or not a
+    square RGB UNet (requests are square RGB patches); the users' side imports nothing of
+    the core."""
     folder = Path(model_dir).expanduser()
     path = folder / "unet" / "config.json"
     path = path if path.is_file() else folder / "config.json"
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(
+        raise ValueError(
             f"catalogue.models: {folder} has no readable UNet config: {exc}"
         ) from None
     size = config.get("sample_size") if isinstance(config, dict) else None
@@ -128,7 +128,7 @@ def checkpoint_size_px(model_dir: str | Path) -> int:
         size = size[0]
     channels = config.get("in_channels", 3) if isinstance(config, dict) else None
     if not (isinstance(size, int) and size > 0 and channels == 3):
-        raise ConfigError(
+        raise ValueError(
             f"catalogue.models: {path}: sample_size {size!r}, in_channels {channels!r}; "
             "allowed a square sample_size > 0 and 3 channels (requests are RGB squares)"
         )

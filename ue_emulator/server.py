@@ -137,10 +137,13 @@ def request_kinds(config: ScenarioConfig) -> dict[str, tuple[str, int]]:
             "the users' node draws each request from its model's source (catalogue.sources "
             "gives one per model)"
         )
-    return {
-        name: (source, checkpoint_size_px(entry) if is_model_path(entry) else PATCH_SIZE_PX)
-        for name, entry, source in zip(names, entries, sources, strict=True)
-    }
+    try:
+        return {
+            name: (source, checkpoint_size_px(entry) if is_model_path(entry) else PATCH_SIZE_PX)
+            for name, entry, source in zip(names, entries, sources, strict=True)
+        }
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class UsersServicer(users_pb2_grpc.UsersServicer):
