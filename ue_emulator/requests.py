@@ -120,9 +120,7 @@ def checkpoint_size_px(model_dir: str | Path) -> int:
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"catalogue.models: {folder} has no readable UNet config: {exc}"
-        ) from None
+        raise ValueError(f"catalogue.models: {folder} has no readable UNet config: {exc}") from None
     size = config.get("sample_size") if isinstance(config, dict) else None
     if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
         size = size[0]
