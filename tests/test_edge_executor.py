@@ -11,26 +11,15 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
+from tiny_models import save_tiny_ddpm  # noqa: E402
+
 from edge_node.executor import InpaintResult, RePaintExecutor, ServeJob  # noqa: E402
 from ue_emulator.requests import InpaintRequest, UserRequest, make_requests  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
-    path = tmp_path_factory.mktemp("tiny") / "tiny_ddpm"
-    diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler()).save_pretrained(path)
-    return path
+    return save_tiny_ddpm(tmp_path_factory.mktemp("tiny") / "tiny_ddpm")
 
 
 @pytest.fixture(scope="module")

@@ -44,25 +44,10 @@ def _model_table(name: str, b1: float, a3: float) -> str:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny random-weight 32x32 RGB DDPM, saved in the pipeline layout."""
-    import torch
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from tiny_models import save_tiny_ddpm
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
     folder = tmp_path_factory.mktemp("own") / CHECKPOINT
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(
-        folder
-    )
-    return folder
+    return save_tiny_ddpm(folder, channels=(8, 16), num_train_timesteps=100)
 
 
 def _scenario(folder: Path, models: list[str], sources: list[str] | None, extra: str = "") -> Path:

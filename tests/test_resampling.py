@@ -11,6 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
+from tiny_models import save_tiny_ddpm  # noqa: E402
+
 from edge_node.executor import DTYPES, RePaintExecutor, to_device_tensor, unet_calls  # noqa: E402
 from edge_node.worker import make_executor  # noqa: E402
 from testbed.core.config import RepaintSettings  # noqa: E402
@@ -44,20 +46,7 @@ def scheduler_unet_calls(steps: int, jump_length: int, jump_n_sample: int) -> in
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 32 px DDPM checkpoint (UNet + DDPMScheduler), as save_pretrained writes it."""
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
-    path = tmp_path_factory.mktemp("tiny") / "tiny_ddpm"
-    diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler()).save_pretrained(path)
-    return path
+    return save_tiny_ddpm(tmp_path_factory.mktemp("tiny") / "tiny_ddpm")
 
 
 @pytest.fixture(scope="module")
