@@ -38,9 +38,16 @@ def add_zoo_command(subparsers: argparse._SubParsersAction) -> None:
     train = zoo_commands.add_parser("train", help="train zoo models on their shipped sources")
     train.add_argument("--source", help="train only this source (default: all 10)")
     train.add_argument(
-        "--minutes", type=float, default=DEFAULT_TRAIN_MINUTES, help="wall-clock budget per model"
+        "--minutes",
+        type=float,
+        help=f"wall-clock budget per model (default: {DEFAULT_TRAIN_MINUTES:g} unless --steps)",
     )
-    train.add_argument("--steps", type=int, help="optimiser steps per model (caps --minutes)")
+    train.add_argument(
+        "--steps",
+        type=int,
+        help="optimiser steps per model (no time budget unless --minutes is given too; with "
+        "both, whichever ends first)",
+    )
     train.add_argument("--seed", type=int, default=0, help="model i (zoo order) uses seed S + i")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     train.add_argument(
@@ -118,7 +125,9 @@ def _train(args: argparse.Namespace) -> int:
     entries = _zoo_manifest(zoo_dir)
     check_out_dir(zoo_dir, flag="--zoo-dir", resume=True)
     check_source(args.source, list(SOURCE_LOADERS))
-    if not (math.isfinite(args.minutes) and args.minutes > 0):
+    if args.minutes is None and args.steps is None:
+        args.minutes = DEFAULT_TRAIN_MINUTES
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
         raise UsageError(f"--minutes = {args.minutes:g}: allowed a finite number > 0")
     require_at_least(args.steps, 1, "--steps")
     require_at_least(args.seed, 0, "--seed")
