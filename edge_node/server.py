@@ -19,6 +19,7 @@ Every call to the cloud has a deadline; every inbound request is checked before 
 
 | RPC | status | when |
 |---|---|---|
+| Describe | (never refused) | the scenario it serves: keys and hash (`testbed.proto.scenario`) |
 | ApplyCache | NOT_FOUND | a name that is not a catalogue model |
 | ApplyCache | INVALID_ARGUMENT | a name listed twice; a rate or time_scale not finite and > 0 |
 | ApplyCache | RESOURCE_EXHAUSTED | the models' sizes c_m total more than C (11d) |
@@ -49,10 +50,18 @@ from edge_node.worker import InferenceWorker, make_executor, result_header, wait
 from edge_node.zoo import ZOO_DIR, catalogue_model_dirs, image_shape, transfer_bytes
 from testbed.core.config import ScenarioConfig, build_catalogue
 from testbed.core.errors import TestbedError
+from testbed.core.outputs import check_out_dir
 from testbed.proto import cloud_pb2, cloud_pb2_grpc, edge_pb2, edge_pb2_grpc
-from testbed.proto.common_pb2 import DownloadChunk, ResultHeader, UploadChunk
+from testbed.proto.common_pb2 import (
+    DescribeRequest,
+    DownloadChunk,
+    ResultHeader,
+    ScenarioDescription,
+    UploadChunk,
+)
 from testbed.proto.relay import forward_to_cloud
 from testbed.proto.runtime import DEFAULT_DEADLINE_S, LOOPBACK, NodeServer, channel, serve_servicer
+from testbed.proto.scenario import describe
 from testbed.proto.security import Security, check_listen
 from testbed.proto.streams import (
     ImageShape,
@@ -91,6 +100,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         security: Security | None = None,
     ) -> None:
         catalogue = build_catalogue(config.catalogue)
+        self.description = describe(config)
         self.sizes_gb = dict(zip(catalogue.names, map(float, catalogue.size_gb), strict=True))
         self.capacity_gb = config.catalogue.cache_capacity_gb
         self.total_steps = config.catalogue.total_steps
@@ -103,6 +113,12 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
 
     def close(self) -> None:
         self._cloud_channel.close()
+
+    def Describe(
+        self, request: DescribeRequest, context: grpc.ServicerContext
+    ) -> ScenarioDescription:
+        del request, context
+        return self.description
 
     # ApplyCache ----------------------------------------------------------------------------
 
@@ -325,7 +341,9 @@ def serve(
 
 def _check_cache_dir(cache_dir: Path) -> None:
     """Refuse a cache folder inside the zoo: an eviction deletes ``cache_dir/<model>``, which
-    must never be the zoo's own copy of the model."""
+    must never be the zoo's own copy of the model; and one that cannot be made or written
+    (it may hold the models of an earlier run)."""
+    check_out_dir(cache_dir, flag="--cache-dir", resume=True)
     zoo = ZOO_DIR.resolve()
     if cache_dir.resolve().is_relative_to(zoo):
         raise TestbedError(f"cache_dir {cache_dir}: must lie outside the model zoo ({zoo})")

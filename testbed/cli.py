@@ -4,18 +4,23 @@ path.
 Each command is a module of :mod:`testbed.commands` (``register(subparsers)`` declares it,
 ``handle(options)`` runs it on typed options); other packages add theirs (``calibrate``,
 ``zoo``). Every input error is one line, ``testbed: error: ...``, exit code 2 (a traceback
-with ``--debug``); Ctrl-C exits with 130 and SIGTERM with 143, each saying what the command
-kept.
+with ``--debug``); any other failure is one line too, ``testbed: unexpected error: ...``, exit
+code 1, its traceback written to the run folder's ``error.log`` (or a file the line names).
+Ctrl-C exits with 130 and SIGTERM with 143, each saying what the command kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import tempfile
 import threading
+import traceback
 from importlib import import_module
 from importlib.util import find_spec
+from pathlib import Path
 
 from testbed.commands.common import KEPT
 from testbed.core.errors import TestbedError
@@ -35,6 +40,8 @@ COMMANDS = (
     "config",
 )
 """The modules of :mod:`testbed.commands`, in the order ``--help`` lists them."""
+ERROR_LOG = "error.log"
+"""The file of a run folder that holds the traceback of an unexpected error."""
 PLUGINS = ("calibration.cli",)
 """Modules of other packages that add commands (imported only when present; they load
 torch lazily)."""
@@ -64,6 +71,26 @@ def _error(exc: TestbedError) -> int:
     return 2
 
 
+def _log_traceback(args: argparse.Namespace) -> Path:
+    """Write the traceback being handled to the command's run folder (``--out`` or
+    ``--resume``, where that folder exists) as :data:`ERROR_LOG`, else to a new file in the
+    temporary folder; returns where it went."""
+    text = traceback.format_exc()
+    for flag in ("resume", "out"):
+        folder = getattr(args, flag, None)
+        if folder and Path(folder).is_dir():
+            try:
+                with open(Path(folder) / ERROR_LOG, "a") as fh:
+                    fh.write(text)
+                return Path(folder) / ERROR_LOG
+            except OSError:
+                break
+    fd, name = tempfile.mkstemp(prefix="testbed-error-", suffix=".log")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return Path(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -79,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return _error(exc)
+    except Exception as exc:  # a bug, or a failure no check foresaw: one line, traceback kept
+        if args.debug:
+            raise
+        log = _log_traceback(args)
+        print(
+            f"testbed: unexpected error: {type(exc).__name__}: {exc} (traceback in {log})",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt as exc:
         code = exc.exit_code if isinstance(exc, Interrupted) else 130
         name = "SIGTERM" if code == 143 else "Ctrl-C"

@@ -184,7 +184,7 @@ def test_live_json_stores_the_options_as_given_and_resume_reads_them_back(tmp_pa
     ("options", "message"),
     [
         ({"time_scale": float("inf")}, "--time-scale = inf: allowed finite values > 0"),
-        ({"request_timeout_s": 0.0}, "--request-timeout = 0.0: allowed > 0"),
+        ({"request_timeout_s": 0.0}, "--request-timeout = 0.0: allowed finite values > 0"),
         ({"users_node": "127.0.0.1:1"}, "--edge and --users-node go together"),
         ({"policy": "t2drl+optimal"}, "needs --checkpoint RUN_DIR (for its part t2drl)"),
         ({"inject": ("edge-kill@x",)}, "--inject edge-kill@x: SLOT must be a whole number"),

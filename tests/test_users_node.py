@@ -280,7 +280,7 @@ def test_a_slot_uploads_and_downloads_at_the_allocated_rates_and_scores_the_repl
 def test_a_failing_edge_fails_only_its_users(
     stub: users_pb2_grpc.UsersStub, echo: tuple[EchoEdge, NodeServer]
 ) -> None:
-    edge, _ = echo
+    edge, server = echo
     edge.cloud_models = set()
     edge.faults = {2: "abort", 4: "shape"}
     try:
@@ -288,7 +288,8 @@ def test_a_failing_edge_fails_only_its_users(
     finally:
         edge.faults = {}
     failures = [user.failure for user in report.users]
-    assert failures[2] == "RESOURCE_EXHAUSTED: edge full"
+    # the status, the peer it came from, the edge's details
+    assert failures[2] == f"RESOURCE_EXHAUSTED: the edge at {server.address}: edge full"
     assert failures[4].startswith("BAD_REPLY: header: reply of (16, 32, 3)")
     assert [f for u, f in enumerate(failures) if u not in (2, 4)] == [""] * 4
 
@@ -465,6 +466,7 @@ def test_health_and_reflection(users_node: NodeServer) -> None:
             "BeginFrame",
             "NextSlot",
             "ServeSlot",
+            "Describe",
         ]
         health = health_pb2_grpc.HealthStub(chan)
         reply = health.Check(health_pb2.HealthCheckRequest(service="testbed.v1.Users"), timeout=5)

@@ -5,6 +5,8 @@ The controller draws the world through this node and hands it each slot's alloca
 ==============  ====================================================  =========================
 RPC             what the node does                                    refused with
 ==============  ====================================================  =========================
+Describe        the scenario it serves: the keys that shape the       never
+                world and their hash (``testbed.proto.scenario``)
 BeginEpisode    reseeds its :class:`~ue_emulator.world.World` with    INVALID_ARGUMENT
                 the message's ``SeedSequence(entropy, spawn_key)``    (``world_seed``)
 BeginFrame      gamma(t) of the next frame (eq. (37))                 FAILED_PRECONDITION
@@ -44,9 +46,11 @@ unserved, so a corrected call still serves it.
 
 A user's ``failure`` is empty when it was served, else one of:
 
-* ``"<STATUS_CODE>: <details>"``: the call failed (e.g. ``UNAVAILABLE`` for an edge that
-  is down, ``DEADLINE_EXCEEDED`` after ``request_timeout_s``, or at once with nothing sent
-  when the paced transfers at its rates alone would take longer);
+* ``"<STATUS_CODE>: the edge at <address>: <details>"`` (``the cloud at`` while relayed):
+  the call failed (e.g. ``UNAVAILABLE`` for an edge that is down, ``DEADLINE_EXCEEDED``
+  after ``request_timeout_s``);
+* ``"<STATUS_CODE>: <details>"``: refused here with nothing sent (``DEADLINE_EXCEEDED``
+  when the paced transfers at its rates alone would take longer than its deadline);
 * ``"NO_BANDWIDTH"``: its uplink rate is 0 (bandwidth share b_u = 0), so it cannot upload
   this slot; nothing is sent and its delays are left at 0 for the controller to cap;
 * ``"BAD_REPLY: <details>"``: the edge's reply broke the protocol (no header first, another
@@ -74,6 +78,7 @@ from testbed.core.seeding import request_seed
 from testbed.proto import cloud_pb2_grpc, common_pb2, edge_pb2_grpc, users_pb2, users_pb2_grpc
 from testbed.proto.relay import forward_to_cloud, round_trip
 from testbed.proto.runtime import LOOPBACK, NodeServer, Pacer, channel, chunks, serve_servicer
+from testbed.proto.scenario import describe
 from testbed.proto.security import Security, check_listen
 from testbed.proto.slots import slot_message
 from testbed.proto.streams import Refusal, image_bytes, mask_bytes, paced_wall_s, shown
@@ -160,10 +165,11 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         security: Security | None = None,
     ) -> None:
         self.catalogue = build_catalogue(config.catalogue)
+        self.description = describe(config)
         self.requests = request_kinds(config)
         self.total_steps = config.catalogue.total_steps
         self.world = World(config)
-        self.edge_address = edge_address
+        self.edge_address, self.cloud_address = edge_address, cloud_address
         self._channel = channel(edge_address, security)
         self._edge = edge_pb2_grpc.EdgeStub(self._channel)
         # the relay of an edge that is down (relay_to_cloud): the base station to the cloud
@@ -195,6 +201,12 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         self._channel.close()
         if self._cloud_channel is not None:
             self._cloud_channel.close()
+
+    def Describe(
+        self, request: common_pb2.DescribeRequest, context: grpc.ServicerContext
+    ) -> common_pb2.ScenarioDescription:
+        del request, context
+        return self.description
 
     def BeginEpisode(
         self, request: users_pb2.EpisodeRequest, context: grpc.ServicerContext
@@ -309,7 +321,12 @@ class UsersServicer(users_pb2_grpc.UsersServicer):
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            report.failure = f"{code.name}: {details}"
+            peer = (
+                f"the cloud at {self.cloud_address}"
+                if request.relay_to_cloud
+                else f"the edge at {self.edge_address}"
+            )
+            report.failure = f"{code.name}: {peer}: {details}"
         except BadReply as exc:
             report.failure = f"{BAD_REPLY}: {exc}"
         except Refusal as refusal:

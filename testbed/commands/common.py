@@ -3,7 +3,10 @@ built from them, the new run folder, and what a command states it kept when inte
 
 A command module declares its parser with the ``add_*`` functions below, turns the parsed
 flags into a frozen options object at once (:func:`set_handler`), and runs its ``handle`` on
-that object; the argparse Namespace stays in the command module.
+that object; the argparse Namespace stays in the command module. A command checks the
+optional packages it needs (:func:`require_modules`) with its other inputs; a new run folder
+(:func:`new_run_folder`) whose command then fails before its first result is marked failed,
+and the retry with the same ``--out`` replaces it unasked.
 """
 
 from __future__ import annotations
@@ -11,16 +14,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
 
 from testbed.commands.overrides import SCENARIO_SECTIONS, Overrides, ScenarioOptions
 from testbed.core.config import ScenarioConfig
 from testbed.core.errors import UsageError
-from testbed.proto.security import TOKEN_ENV, SecurityOptions
+from testbed.proto.security import TOKEN_ENV, SecurityOptions, check_address
 from testbed.runs.folder import RunFolder
 from testbed.sim.policies import COMPOSITE, POLICIES, learned_parts
 
@@ -40,6 +44,24 @@ RAY_HELP = (
     "`auto` (the cluster this machine joined with `ray start`) or the cluster's ADDRESS; "
     "needs pip install -e '.[ray]'"
 )
+EXTRA_OF = {
+    "torch": "edge",
+    "safetensors": "edge",
+    "tensorboard": "edge",
+    "diffusers": "edge",
+    "piq": "edge",
+    "skimage": "edge",
+    "ray": "ray",
+}
+"""The optional packages (by import name) and the extra of ``pyproject.toml`` holding each."""
+LEARNED_MODULES = ("torch", "safetensors")
+"""What playing a learned policy (a checkpoint) needs."""
+TRAINING_MODULES = (*LEARNED_MODULES, "tensorboard")
+"""What training a learned policy needs (its metrics go to TensorBoard too)."""
+NODE_MODULES = ("torch", "diffusers", "piq", "skimage")
+"""What the live nodes need: RePaint at the edge and the cloud, the users' images and scores."""
+_claimed: list[RunFolder] = []
+"""The new run folders the running command claimed (:func:`new_run_folder`)."""
 
 
 # Running a command ---------------------------------------------------------------------------
@@ -51,7 +73,35 @@ def set_handler(
     handle: Callable[[Options], int],
 ) -> None:
     """Make ``parser``'s command run ``handle`` on the options built from its flags."""
-    parser.set_defaults(handler=lambda namespace: handle(options(namespace)))
+    parser.set_defaults(
+        handler=lambda namespace: _handle_marking_failures(handle, options(namespace))
+    )
+
+
+def _handle_marking_failures(handle: Callable[[Options], int], options: Options) -> int:
+    """``handle(options)``; if it fails (an exception, not an interrupt, which keeps a
+    resumable folder), each new run folder it claimed that holds no result yet is marked
+    failed (``RunFolder.mark_failed``), so that a retry with the same ``--out`` works."""
+    _claimed.clear()
+    try:
+        return handle(options)
+    except Exception as exc:
+        for folder in _claimed:
+            folder.mark_failed(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        _claimed.clear()
+
+
+def require_modules(what: str, modules: Iterable[str]) -> None:
+    """Refuse, in one line with the ``pip install`` that fixes it, a command that needs an
+    optional package which is not installed (found without importing it)."""
+    missing = [name for name in dict.fromkeys(modules) if find_spec(name) is None]
+    if missing:
+        extras = ",".join(sorted({EXTRA_OF[name] for name in missing}))
+        raise UsageError(
+            f"{what} needs {', '.join(missing)}, not installed: pip install -e '.[{extras}]'"
+        )
 
 
 @contextmanager
@@ -201,11 +251,14 @@ def new_run_folder(
     resumable: bool = True,
 ) -> RunFolder:
     """The command's new run folder (``--out``, else ``default``), once every input is
-    checked: refused if it holds results (unless ``--overwrite``), claimed, with the
-    scenario (if any) and the provenance ``run.json`` written first."""
+    checked: refused if it is not empty (unless ``--overwrite``, or its command failed
+    before its first result), claimed, with the scenario (if any) and the provenance
+    ``run.json`` written first."""
     path = output.path(default)
-    RunFolder.check_new(path, overwrite=output.overwrite, resumable=resumable)
-    folder = RunFolder.claim(path, output.overwrite)
+    replace = output.overwrite or RunFolder.failed_before_results(path)
+    RunFolder.check_new(path, overwrite=replace, resumable=resumable)
+    folder = RunFolder.claim(path, replace)
+    _claimed.append(folder)
     if scenario is not None:
         folder.write_scenario(scenario)
     folder.write_provenance()
@@ -233,6 +286,8 @@ def require_checkpoint(policy: str, checkpoint: str | None) -> list[str]:
     if learned and not checkpoint:
         part = "" if learned == [policy] else f" (for its part {learned[0]})"
         raise UsageError(f"--policy {policy} needs --checkpoint RUN_DIR{part}")
+    if learned:
+        require_modules(f"--policy {policy}", LEARNED_MODULES)
     return learned
 
 
@@ -248,6 +303,19 @@ def add_budget_flags(parser: argparse.ArgumentParser, preset_help: str, workers_
     add_episodes(parser, None, "H per training run")
     add_preset(parser, preset_help)
     add_workers(parser, workers_help)
+
+
+def finished_line(folder: RunFolder, what: str) -> str | None:
+    """The one line of a ``--resume`` of a finished experiment or sweep (its ``timing.json``,
+    written once its last run finished, is there), else None: nothing is run or written."""
+    from testbed.lab.workers import TIMING
+
+    if not folder.has(TIMING):
+        return None
+    return (
+        f"{folder.path}: the {what} is finished ({TIMING} written); nothing to resume, "
+        "nothing changed (another budget: a new --out)"
+    )
 
 
 @dataclass(frozen=True)
@@ -271,8 +339,22 @@ class BudgetOptions:
             namespace.episodes,
             namespace.preset,
             namespace.workers,
-            namespace.ray or "",
+            ray_address(namespace.ray),
         )
+
+    def require_modules(self, what: str, trains: bool) -> None:
+        """Refuse a budget whose runs need a package that is not installed: training (if
+        ``trains``) and Ray (with ``--ray``)."""
+        needs = (*(TRAINING_MODULES if trains else ()), *(("ray",) if self.ray else ()))
+        require_modules(what, needs)
+
+
+def ray_address(ray: str | None) -> str:
+    """``--ray`` checked: ``local``, ``auto``, or a cluster's HOST:PORT (``ray://`` before
+    it for Ray Client); empty when not given."""
+    if ray and ray not in ("local", "auto"):
+        check_address("--ray", ray.removeprefix("ray://"))
+    return ray or ""
 
 
 # Security ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testbed.commands.common import (
+    LEARNED_MODULES,
     POLICY_HELP,
     Output,
     add_episodes,
@@ -19,6 +20,7 @@ from testbed.commands.common import (
     keeping,
     new_run_folder,
     output_options,
+    require_modules,
     scenario_options,
     set_handler,
 )
@@ -125,6 +127,18 @@ def _folder(output: Output, config: ScenarioConfig) -> RunFolder:
     return folder
 
 
+def _finished(folder: RunFolder, policies: list[str], seeds: range) -> bool:
+    """Whether the comparison in ``folder`` holds a row of every policy at every seed and
+    its summary (written once the last run finished)."""
+    import pandas as pd
+
+    if not (folder.has("compare.csv") and folder.has("compare_summary.csv")):
+        return False
+    done = pd.read_csv(folder / "compare.csv")
+    rows = set(zip(done["policy"], done["seed"], strict=True))
+    return all((policy, seed) in rows for policy in policies for seed in seeds)
+
+
 def handle(options: CompareOptions) -> int:
     from testbed.lab.compare import write_comparison
     from testbed.sim.policies import make_policies
@@ -134,11 +148,20 @@ def handle(options: CompareOptions) -> int:
     seeds = range(config.seed, config.seed + options.seeds)
     policies = unique_policies(list(options.policies))
     checkpoints = checkpoint_folders(options.checkpoints, policies)
+    if checkpoints:
+        require_modules(f"--policies {' '.join(sorted(checkpoints))}", LEARNED_MODULES)
     catalogue = build_catalogue(config.catalogue)
     for name, path in checkpoints.items():
         make_policies(name, config, catalogue, path)  # verified before anything is written
     folder = _folder(options.output, config)
     out = folder.path
+    if options.output.resume is not None and _finished(folder, policies, seeds):
+        print(
+            f"{out}: the comparison is finished ({len(policies)} policies x {len(seeds)} "
+            "seeds in compare.csv, compare_summary.csv written); nothing to resume, "
+            "nothing changed"
+        )
+        return 0
     with keeping(f"every finished run is in {out / 'compare.csv'}; --resume {out} continues"):
         summary = write_comparison(
             config,

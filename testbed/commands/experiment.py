@@ -13,6 +13,7 @@ from testbed.commands.common import (
     add_budget_flags,
     add_output_flags,
     add_quiet,
+    finished_line,
     keeping,
     lab_log,
     new_run_folder,
@@ -60,11 +61,19 @@ def handle(options: ExperimentOptions) -> int:
     from testbed.lab.experiments import run_experiment
 
     budget = options.budget
+    budget.require_modules(f"testbed experiment {options.name}", trains=True)
+    if budget.ray and budget.ray != "local":
+        from testbed.lab.workers import check_ray_reachable
+
+        check_ray_reachable(budget.ray)  # before the folder: a cluster that is not there
     size = "quick" if budget.quick else "full"
     if options.output.resume is not None:
         folder = RunFolder(options.output.resume)
         if not folder.path.is_dir():
             raise UsageError(f"--resume {folder.path}: no such experiment folder")
+        if (line := finished_line(folder, "experiment")) is not None:
+            print(line)
+            return 0
     else:
         default = f"runs/experiment__{options.name}__{size}__{int(time.time())}"
         folder = new_run_folder(options.output, default)

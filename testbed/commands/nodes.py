@@ -11,7 +11,7 @@ from typing import Any
 from edge_node.executor import DTYPES
 from testbed.commands.common import add_security_flags, add_threads, security_options, set_handler
 from testbed.live.nodes import NODE_COMMANDS
-from testbed.proto.security import SecurityOptions
+from testbed.proto.security import SecurityOptions, check_address
 
 HELP = {
     NODE_COMMANDS["edge"]: "start the edge node (model cache, RePaint, forwarding)",
@@ -33,6 +33,11 @@ class NodeOptions:
 
     @classmethod
     def from_namespace(cls, namespace: argparse.Namespace) -> NodeOptions:
+        """The options of the flags, every address checked (:func:`check_address`)."""
+        check_address("--listen", namespace.listen, any_port=True)
+        for peer in ("cloud", "edge"):
+            if getattr(namespace, peer, None) is not None:
+                check_address(f"--{peer}", getattr(namespace, peer))
         own = ("cloud", "edge", "cache_dir", "device", "threads", "dtype")
         return cls(
             namespace.command,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from edge_node.executor import DTYPES
 from testbed.commands.common import (
+    LEARNED_MODULES,
+    NODE_MODULES,
     Output,
     add_episodes,
     add_output_flags,
@@ -20,6 +22,7 @@ from testbed.commands.common import (
     keeping,
     new_run_folder,
     output_options,
+    require_modules,
     scenario_options,
     security_options,
     set_handler,
@@ -27,6 +30,7 @@ from testbed.commands.common import (
 from testbed.commands.overrides import ScenarioOptions
 from testbed.core.config import ScenarioConfig
 from testbed.live.options import LiveOptions, load_live_scenario
+from testbed.sim.policies import learned_parts
 
 RESUME_HELP = (
     "continue a run whose controller was killed, from its first unfinished slot, "
@@ -63,6 +67,7 @@ class RunOptions:
             edge=namespace.edge,
             users_node=namespace.users_node,
             start_timeout_s=namespace.start_timeout,
+            max_failed_share=namespace.max_failed_share,
             progress=not namespace.quiet,
             security=security_options(namespace),
         )
@@ -131,27 +136,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="restart a dead edge at the next frame (its cache is refilled then)",
     )
+    parser.add_argument(
+        "--max-failed-share",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="exit non-zero when more than this share of the user-slots failed (a run in "
+        "which every user-slot failed always does); default 0.5",
+    )
     add_quiet(parser)
     add_security_flags(parser)
     set_handler(parser, RunOptions.from_namespace, handle)
 
 
+def require_live_modules(live: LiveOptions) -> None:
+    """Refuse a run whose nodes (those it starts) or learned policy need a package that is
+    not installed."""
+    needs = () if live.external_nodes else NODE_MODULES
+    if learned_parts(live.policy):
+        needs = (*needs, *LEARNED_MODULES)
+    require_modules("testbed run", needs)
+
+
 def handle(options: RunOptions) -> int:
-    from testbed.live.resume import ResumePoint
+    from testbed.live.resume import ResumePoint, resume_run
     from testbed.live.session import default_out, outcome, plan_live, plan_resume, play
 
     if options.output.resume is not None:
-        plan, folder, resume = plan_resume(options.output.resume, options.live)
+        resumed = resume_run(options.output.resume, options.live)
+        if resumed.finished:
+            print(resumed.finished_line())
+            return 0
+        require_live_modules(resumed.options)
+        plan, folder, resume = plan_resume(resumed)
     else:
+        require_live_modules(options.live)
         config = options.scenario_config()
         options.scenario.overrides.refuse_training()
         plan = plan_live(options.live, config)
+        plan.options.faults.check_within(plan.total_slots)
         folder = new_run_folder(options.output, default_out(plan), plan.config)
         plan.options.store(folder)
         resume = ResumePoint()
     trace = folder / "trace.parquet"
     with keeping(f"every finished slot is in {trace}; the nodes stopped"):
         summary = play(plan, folder, resume)
-    code, line = outcome(summary, folder.path)
+    code, line = outcome(summary, folder.path, plan.options.max_failed_share)
     print(line, file=sys.stderr if code else sys.stdout)
     return code

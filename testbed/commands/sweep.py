@@ -16,6 +16,7 @@ from testbed.commands.common import (
     add_output_flags,
     add_quiet,
     add_scenario_flags,
+    finished_line,
     keeping,
     lab_log,
     new_run_folder,
@@ -27,6 +28,7 @@ from testbed.commands.overrides import SEED, ScenarioOptions
 from testbed.core.config import ScenarioConfig
 from testbed.core.errors import UsageError
 from testbed.runs.folder import RunFolder
+from testbed.sim.policies import LEARNED
 
 SWEEP = "sweep.json"
 """The sweep's identity (key, values, base scenario, budget): what ``--resume`` must match."""
@@ -125,6 +127,7 @@ def handle(options: SweepOptions) -> int:
     base = options.scenario.build()
     values = swept_values(base, key, raw)
     given = options.budget
+    given.require_modules("testbed sweep", trains=any(p in LEARNED for p in options.policies))
     try:
         budget = make_budget(
             given.quick, given.seeds, given.episodes, given.preset, list(options.policies)
@@ -132,7 +135,11 @@ def handle(options: SweepOptions) -> int:
     except ValueError as exc:
         raise UsageError(f"--policies: {exc}") from exc
     identity = {"key": key, "values": values, "base": base.to_dict(), "budget": asdict(budget)}
-    out = _folder(options.output, identity, base).path
+    folder = _folder(options.output, identity, base)
+    out = folder.path
+    if options.output.resume is not None and (line := finished_line(folder, "sweep")):
+        print(line)
+        return 0
     with keeping(f"every finished run is in {out}; --resume {out} continues"):
         run_sweep(
             base,

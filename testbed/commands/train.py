@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from testbed.commands.common import (
+    TRAINING_MODULES,
     Output,
     add_episodes,
     add_output_flags,
@@ -21,6 +22,7 @@ from testbed.commands.common import (
     keeping,
     new_run_folder,
     output_options,
+    require_modules,
     scenario_options,
     set_handler,
 )
@@ -174,12 +176,17 @@ def check_resume(options: TrainOptions, folder: RunFolder) -> None:
         )
 
 
-def _resume(options: TrainOptions, folder: RunFolder) -> dict[str, Any]:
+def _resume(options: TrainOptions, folder: RunFolder) -> dict[str, Any] | None:
+    """Continue the run in ``folder``; None (nothing touched) when it is finished: its
+    checkpoint holds the last of the episodes asked for (the stored count by default)."""
     from testbed.training.trainer import resume
 
     folder.require(TRAIN, CONFIG, command="train")
     check_resume(options, folder)
-    folder.verify_checkpoint()
+    manifest = folder.verify_checkpoint()
+    episodes = options.episodes or folder.read_train().episodes
+    if int(manifest["episode"]) >= episodes:
+        return None
     with keeping(f"{folder.path} holds a checkpoint; --resume {folder.path} continues"):
         return resume(folder.path, options.episodes, progress=not options.quiet)
 
@@ -202,9 +209,16 @@ def _new_run(options: TrainOptions) -> tuple[RunFolder, dict[str, Any]]:
 
 
 def handle(options: TrainOptions) -> int:
+    require_modules("testbed train", TRAINING_MODULES)
     if options.output.resume is not None:
         folder = RunFolder(options.output.resume)
         result = _resume(options, folder)
+        if result is None:
+            print(
+                f"{folder.path}: the run is finished (its checkpoint holds the last of its "
+                "episodes); nothing to resume, nothing changed (more: --episodes N)"
+            )
+            return 0
     else:
         folder, result = _new_run(options)
     print(

@@ -432,6 +432,40 @@ def _listify(value: Any) -> Any:
     return value
 
 
+MAX_TOML_BYTES = 1_000_000
+"""Largest scenario or profile file read (the shipped ones are a few kB)."""
+
+
+def read_bounded(path: Path, what: str) -> bytes:
+    """The bytes of the scenario or profile file at ``path``: a `ConfigError` naming
+    ``what`` and the file when it cannot be read or is larger than :data:`MAX_TOML_BYTES`."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_TOML_BYTES:
+            raise ConfigError(f"{what} {path}: {size:,} bytes; allowed <= {MAX_TOML_BYTES:,}")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_TOML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read it ({exc.strerror})") from None
+    if len(raw) > MAX_TOML_BYTES:  # a file that grows, or one that reports no size (a pipe)
+        raise ConfigError(f"{what} {path}: larger than {MAX_TOML_BYTES:,} bytes")
+    return raw
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML document at ``path`` (:func:`read_bounded`): a `ConfigError` naming ``what``
+    and the file when it is not UTF-8 or not TOML, or nests too deep to parse."""
+    raw = read_bounded(path, what)
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path}: not valid TOML: not UTF-8 ({exc.reason})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path}: not valid TOML: nested too deep to read") from None
+
+
 def load_config(path: str | Path) -> ScenarioConfig:
     """Read a scenario from TOML; keys left out keep their defaults.
 
@@ -441,11 +475,7 @@ def load_config(path: str | Path) -> ScenarioConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"scenario file {path} does not exist (or is not a file)")
-    with open(path, "rb") as fh:
-        try:
-            data = tomllib.load(fh)
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    data = read_toml(path, "scenario file")
     profile = data.get("catalogue", {}).get("profile")
     if isinstance(profile, str) and profile and not Path(profile).is_absolute():
         data["catalogue"]["profile"] = str((path.parent / profile).resolve())
@@ -542,15 +572,14 @@ def load_profile(path: str | Path) -> Profile:
     resampling schedule, plain RePaint without resampling when absent.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".json":
-            data = json.loads(path.read_text())
-        else:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"catalogue.profile: cannot read {path}: {exc}") from exc
-    models = data.get("model")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(read_bounded(path, "catalogue.profile"))
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"catalogue.profile: cannot read {path}: {exc}") from exc
+    else:
+        data = read_toml(path, "catalogue.profile")
+    models = data.get("model") if isinstance(data, dict) else None
     if not isinstance(models, list) or not models:
         raise ConfigError(f"catalogue.profile: {path} holds no [[model]] tables")
     curves: dict[str, list[dict[str, float]]] = {}

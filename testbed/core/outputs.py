@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from testbed.core.errors import UsageError
@@ -25,6 +26,12 @@ def _writable_ancestor(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: cannot write in {ancestor} (permission denied)")
+    try:  # what access() cannot tell (root in /proc, a full disk): try, leaving nothing
+        os.rmdir(tempfile.mkdtemp(prefix=".testbed-probe-", dir=ancestor))
+    except OSError as exc:
+        raise UsageError(
+            f"{flag} {path}: cannot create it in {ancestor} ({exc.strerror})"
+        ) from None
 
 
 def check_out_dir(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,11 @@ from testbed.runs.folder import RunFolder
 
 _log = logging.getLogger(__name__)
 
+RAY_CONNECT_TIMEOUT_S = 10.0
+"""Longest wait for a TCP connection to a Ray cluster's address (s), checked before Ray is
+asked to join it: Ray itself retries an address where nothing listens for minutes, in
+native code that no signal interrupts (a listening address that is not Ray's, Ray gives
+up on by itself, in about 20 s)."""
 MAX_POOL_RESTARTS = 3
 """How many times a local pool whose worker died is replaced before the experiment fails."""
 
@@ -144,19 +150,16 @@ def _run_pool(count: int, pending: dict[int, RunTask], done: Callable[[int], Non
 def _run_ray(workers: Workers, tasks: Sequence[RunTask], done: Callable[[int], None]) -> None:
     """The tasks on Ray, one CPU each; finished ones (:func:`task_complete`) are skipped
     here, since the workers do not see this machine's folders."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise UsageError("--ray needs the optional extra: pip install -e '.[ray]'") from exc
+    ray = _import_ray()
     started = False
     if not ray.is_initialized():
-        try:
-            if workers.ray == "local":
+        if workers.ray == "local":
+            try:
                 ray.init(num_cpus=workers.count, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=workers.ray, log_to_driver=False)
-        except Exception as exc:
-            raise UsageError(f"--ray {workers.ray}: cannot start or reach Ray: {exc}") from exc
+            except Exception as exc:
+                raise UsageError(f"--ray local: cannot start Ray: {exc}") from exc
+        else:
+            _join_ray_cluster(ray, workers.ray)
         started = True
     try:
         remote = ray.remote(num_cpus=1)(_run_packed)
@@ -175,6 +178,64 @@ def _run_ray(workers: Workers, tasks: Sequence[RunTask], done: Callable[[int], N
     finally:
         if started:
             ray.shutdown()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise UsageError("--ray needs the optional extra: pip install -e '.[ray]'") from exc
+    return ray
+
+
+def check_ray_reachable(address: str) -> str:
+    """The ``host:port`` Ray dials for the cluster ``address`` (``auto``: the one this
+    machine joined; ``ray://HOST:PORT``: a Ray Client server), once it has accepted a TCP
+    connection within :data:`RAY_CONNECT_TIMEOUT_S`; else `UsageError` naming it. Nothing
+    is started: a command checks this before it writes anything."""
+    _import_ray()
+    from ray._private.services import canonicalize_bootstrap_address
+
+    client = address.startswith("ray://")
+    try:
+        target = canonicalize_bootstrap_address(address.removeprefix("ray://"))
+    except Exception as exc:  # no cluster for `auto`, a malformed address
+        raise UsageError(
+            f"--ray {address}: {str(exc).rstrip('.')}; allowed local, auto or HOST:PORT of a "
+            "running cluster"
+        ) from None
+    if target is None:
+        raise UsageError(f"--ray {address}: no running Ray cluster found; use --ray local")
+    host, _, port = target.rpartition(":")
+    if client:  # Ray Client listens on its own port, on the resolved host
+        port = address.rpartition(":")[2]
+    try:
+        port_number = int(port)
+        if not 1 <= port_number <= 65535:
+            raise ValueError(port)
+    except ValueError:
+        raise UsageError(f"--ray {address}: port {port!r}: allowed 1-65535") from None
+    try:
+        socket.create_connection((host, port_number), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(
+            f"--ray {address}: nothing answers at {host}:{port_number} within "
+            f"{RAY_CONNECT_TIMEOUT_S:g} s ({reason}); start the cluster (ray start --head) "
+            "or use --ray local"
+        ) from None
+    return f"{host}:{port_number}"
+
+
+def _join_ray_cluster(ray: Any, address: str) -> None:
+    """``ray.init(address=...)`` once the address is reachable (:func:`check_ray_reachable`);
+    `UsageError` naming it otherwise. Ray joins in this thread: a driver that joined from
+    another one loses the processes Ray started for it when that thread ends."""
+    target = check_ray_reachable(address)
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except Exception as exc:
+        raise UsageError(f"--ray {address}: cannot reach Ray at {target}: {exc}") from exc
 
 
 def _pack(folder: Path) -> dict[str, bytes]:

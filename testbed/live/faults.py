@@ -34,6 +34,16 @@ class Faults:
     def kills_nodes(self) -> bool:
         return self.edge_kill_slot is not None or self.cloud_kill_slot is not None
 
+    def check_within(self, total_slots: int) -> None:
+        """Refuse a kill planned at or beyond the run's last slot (``total_slots``: episodes
+        x T x K), which would never strike: one line naming the flag and the allowed range."""
+        for name, at in (("edge", self.edge_kill_slot), ("cloud", self.cloud_kill_slot)):
+            if at is not None and at >= total_slots:
+                raise UsageError(
+                    f"--inject {name}-kill@{at}: SLOT must be in 0-{total_slots - 1} "
+                    f"(the run has {total_slots} slots: episodes x frames x slots)"
+                )
+
     def kills_before(self, slot: int) -> tuple[str, ...]:
         """The nodes to kill before ``slot`` of the run."""
         planned = (("edge", self.edge_kill_slot), ("cloud", self.cloud_kill_slot))

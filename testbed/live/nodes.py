@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from testbed.core.errors import TestbedError
 from testbed.proto import edge_pb2_grpc, users_pb2_grpc
 from testbed.proto.runtime import NodeServer, channel, serve_until_signalled, wait_until_serving
 from testbed.proto.security import Security, SecurityOptions
@@ -25,6 +27,10 @@ NODE_COMMANDS = {"cloud": "cloud-node", "edge": "edge-node", "users": "ue-emulat
 LISTENING = "listening on "
 """What a node prints on stdout, before its address, once it serves (:func:`start_node`
 reads it)."""
+
+
+class NodeStartError(TestbedError):
+    """A node ``testbed run`` starts exited, stayed silent or did not answer SERVING in time."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,8 @@ def start_node(
     security: NodeSecurity | None = None,
 ) -> NodeProcess:
     """Start ``python -m testbed.cli <command> --listen <listen>``; returns once the node
-    has printed its address and answers SERVING (its stderr goes to ``log_path``)."""
+    has printed its address and answers SERVING (its stderr goes to ``log_path``), all within
+    ``timeout_s``. Raises `NodeStartError` naming the node, and kills it, otherwise."""
     security = security or NodeSecurity()
     log_file = open(log_path, "a")
     process = subprocess.Popen(
@@ -140,23 +147,63 @@ def start_node(
         ],
         stdout=subprocess.PIPE,
         stderr=log_file,
-        text=True,
         preexec_fn=_die_with_parent,
         env={**os.environ, **security.env},  # the token travels here, never on a command line
     )
     log_file.close()  # the child holds its own descriptor
     deadline = time.monotonic() + timeout_s
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith(LISTENING) or time.monotonic() > deadline:
+    try:
+        address = _announced_address(process, name, log_path, deadline, timeout_s)
+        try:
+            wait_until_serving(
+                address,
+                timeout_s=max(0.0, deadline - time.monotonic()),
+                security=security.security,
+            )
+        except TimeoutError:
+            raise NodeStartError(
+                f"the {name} node at {address} did not answer SERVING within {timeout_s:g} s "
+                f"(--start-timeout); see {log_path}"
+            ) from None
+    except BaseException:  # a node that failed, or a Ctrl-C/SIGTERM mid-start: none outlives it
         process.kill()
-        raise RuntimeError(f"the {name} node did not start; see {log_path}")
-    address = line.removeprefix(LISTENING).strip()
-    remaining_s = max(1.0, deadline - time.monotonic())
-    wait_until_serving(address, timeout_s=remaining_s, security=security.security)
+        process.wait()
+        raise
     node = NodeProcess(name, tuple(command), log_path, process, address)
     node.rss_start_mb = rss_mb(process.pid)
     return node
+
+
+def _announced_address(
+    process: subprocess.Popen, name: str, log_path: Path, deadline: float, timeout_s: float
+) -> str:
+    """The address a starting node prints (:data:`LISTENING`), read until ``deadline``
+    (``time.monotonic``); raises `NodeStartError` when it exits first or stays silent."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    received = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while b"\n" not in received:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0 or not selector.select(remaining_s):
+                raise NodeStartError(
+                    f"the {name} node did not listen within {timeout_s:g} s (--start-timeout); "
+                    f"see {log_path}"
+                )
+            data = os.read(fd, 4096)
+            if not data:
+                code = process.wait()
+                raise NodeStartError(
+                    f"the {name} node exited with code {code} before it listened; see {log_path}"
+                )
+            received += data
+    line = received.decode(errors="replace").splitlines()[0]
+    if not line.startswith(LISTENING):
+        raise NodeStartError(
+            f"the {name} node printed {line[:80]!r}, not its address; see {log_path}"
+        )
+    return line.removeprefix(LISTENING).strip()
 
 
 class NodeSupervisor:

@@ -10,7 +10,7 @@ from pathlib import Path
 from testbed.core.config import ScenarioConfig, build_catalogue, is_model_path, load_config
 from testbed.core.errors import UsageError
 from testbed.live.faults import Faults, parse_faults
-from testbed.proto.security import SecurityOptions
+from testbed.proto.security import SecurityOptions, check_address
 from testbed.runs.folder import LIVE, RunFolder
 from testbed.sim.policies import learned_parts
 
@@ -74,6 +74,10 @@ class LiveOptions:
     """A running users' node (HOST:PORT), with :attr:`edge`."""
     start_timeout_s: float = 120.0
     """Seconds each node the run starts may take to answer SERVING."""
+    max_failed_share: float = 0.5
+    """The run fails (exits non-zero) when more than this share of its user-slots failed;
+    one in which every user-slot failed always does. Not stored: a resumed run is judged by
+    the value given to ``--resume``."""
     progress: bool = True
     """Draw a progress bar."""
     security: SecurityOptions = field(default_factory=SecurityOptions)
@@ -86,10 +90,22 @@ class LiveOptions:
         """Refuse options that cannot run, in one line naming the flag."""
         if self.time_scale <= 0 or not math.isfinite(self.time_scale):
             raise UsageError(f"--time-scale = {self.time_scale}: allowed finite values > 0")
-        if self.request_timeout_s <= 0:
-            raise UsageError(f"--request-timeout = {self.request_timeout_s}: allowed > 0")
+        for flag, seconds in (
+            ("--request-timeout", self.request_timeout_s),
+            ("--start-timeout", self.start_timeout_s),
+        ):
+            if not (seconds > 0 and math.isfinite(seconds)):
+                raise UsageError(f"{flag} = {seconds}: allowed finite values > 0 (seconds)")
+        if self.gallery_users < 0:
+            raise UsageError(f"--gallery = {self.gallery_users}: allowed >= 0")
+        if not 0.0 <= self.max_failed_share <= 1.0:
+            raise UsageError(f"--max-failed-share = {self.max_failed_share}: allowed 0 to 1")
         if (self.edge is None) != (self.users_node is None):
             raise UsageError("--edge and --users-node go together (nodes started elsewhere)")
+        for flag, address in (("--edge", self.edge), ("--users-node", self.users_node)):
+            if address is not None:
+                check_address(flag, address)
+                self.security.check_target(flag, address)
         learned = learned_parts(self.policy)  # a composite CACHING+ALLOCATION is checked here
         if learned and not self.checkpoint:
             part = "" if learned == [self.policy] else f" (for its part {learned[0]})"
@@ -99,6 +115,23 @@ class LiveOptions:
             raise UsageError("--inject edge-kill/cloud-kill needs the nodes `testbed run` starts")
         if self.external_nodes and self.restart_nodes:
             raise UsageError("--restart-nodes needs the nodes `testbed run` starts (no --edge)")
+        if not self.external_nodes:
+            self._check_engine()
+
+    def _check_engine(self) -> None:
+        """Refuse a ``--device`` or ``--dtype`` the nodes the run starts could not run on."""
+        if self.device is None and self.dtype == "float32":
+            return  # the nodes' defaults: nothing to check (and no torch to import)
+        from edge_node.executor import check_dtype, resolve_device
+
+        try:
+            device = resolve_device(self.device)
+        except ValueError as exc:
+            raise UsageError(f"--device {self.device}: {exc}") from None
+        try:
+            check_dtype(self.dtype, device)
+        except ValueError as exc:
+            raise UsageError(f"--dtype {self.dtype}: {exc}") from None
 
     @property
     def faults(self) -> Faults:

@@ -27,6 +27,10 @@ from pathlib import Path
 import pandas as pd
 
 BREAKDOWN = ("uplink", "backhaul", "generation fit", "waiting at edge", "downlink", "quality fit")
+NO_SERVED = "no served user-slots"
+"""What a summary says in place of a number of the served user-slots when there are none."""
+SERVED_ONLY = ("mean_tv", "mean_hole_mae", "mean_psnr_db", "mean_ssim", "mean_wait_s")
+"""The measured metrics of the served user-slots only."""
 
 
 def _mape(simulated: pd.Series, measured: pd.Series) -> float:
@@ -85,7 +89,7 @@ def loop_overhead(trace: pd.DataFrame, slots: pd.DataFrame, time_scale: float) -
             wall = float(row["loop_wall_s"].iloc[slot])
             shares.append((wall - path) / wall)
     if not shares:
-        return {"median_share": math.nan, "max_share": math.nan, "slots": 0}
+        return {"median_share": NO_SERVED, "max_share": NO_SERVED, "slots": 0}
     return {
         "median_share": float(pd.Series(shares).median()),
         "max_share": float(max(shares)),
@@ -99,11 +103,28 @@ def summarise_live(
     """Simulated and measured metrics of a live trace, the MAPEs and the gap breakdown;
     ``metric`` is the quality measure of eq. (7) the run was scored with."""
     served = trace[trace["failure"] == ""]
+    summary = _summary(trace, served, alpha, up_bps, down_bps, metric)
+    if served.empty:  # no number of the served user-slots: say so, never NaN
+        summary["measured"].update(dict.fromkeys(SERVED_ONLY, NO_SERVED))
+        summary["mape_percent"] = summary["gap_breakdown"] = NO_SERVED
+    return summary
+
+
+def _summary(
+    trace: pd.DataFrame,
+    served: pd.DataFrame,
+    alpha: float,
+    up_bps: float,
+    down_bps: float,
+    metric: str,
+) -> dict:
     measured_gen = served["measured_D_gt_s"]
+    failures = trace.loc[trace["failure"] != "", "failure"]
     return {
         "quality_metric": metric,
         "user_slots": len(trace),
-        "failed_user_slots": int((trace["failure"] != "").sum()),
+        "failed_user_slots": len(failures),
+        "most_frequent_failure": str(failures.mode().iloc[0]) if len(failures) else "",
         "simulated": {
             "utility": float(trace["G"].mean()),
             "hit_ratio": float(trace["cached"].mean()),
@@ -223,7 +244,8 @@ def write_report(out: Path, summary: dict, trace: pd.DataFrame, slots: pd.DataFr
     matplotlib.use("Agg")
     _plot_scatter(trace, out / "measured_vs_simulated.png")
     _plot_series(slots, out / "slots.png")
-    _plot_breakdown(summary["gap_breakdown"], out / "gap_breakdown.png")
+    if summary["gap_breakdown"] != NO_SERVED:
+        _plot_breakdown(summary["gap_breakdown"], out / "gap_breakdown.png")
     _plot_gallery(summary.get("gallery", []), out / "gallery", out / "gallery.png")
     lines = [*_metrics_lines(summary), *_breakdown_lines(summary)]
     if summary.get("events") or any(summary.get("faults", {}).values()):
@@ -246,9 +268,9 @@ def write_report(out: Path, summary: dict, trace: pd.DataFrame, slots: pd.DataFr
 
 def _metrics_lines(summary: dict) -> list[str]:
     """The report's head: the run, simulated beside measured, the MAPEs."""
-    sim, meas, mape = summary["simulated"], summary["measured"], summary["mape_percent"]
+    sim, meas = summary["simulated"], summary["measured"]
     metric = summary.get("quality_metric", "tv")
-    return [
+    head = [
         f"# Live run: {summary['policy']} ({summary['slots']} slots, "
         f"{summary['user_slots']} user-slots)",
         "",
@@ -265,6 +287,20 @@ def _metrics_lines(summary: dict) -> list[str]:
         f"| mean quality ({metric}, eq. (7)) | {sim['mean_quality']:.3f} | "
         f"{meas['mean_quality']:.3f} |",
         "",
+    ]
+    if summary["mape_percent"] == NO_SERVED:
+        return [
+            *head,
+            f"Every one of the {summary['user_slots']} user-slots failed (most often: "
+            f"`{summary.get('most_frequent_failure', '')}`): {NO_SERVED}, so no measured "
+            "image quality, no MAPE and no gap breakdown.",
+            "",
+            "![measured against simulated G](measured_vs_simulated.png)",
+            "",
+        ]
+    mape = summary["mape_percent"]
+    return [
+        *head,
         f"Quality measure of eq. (7): `{metric}`, lower is better. Measured beside: TV "
         f"{meas['mean_tv']:.3f}, hole MAE {meas['mean_hole_mae']:.2f}% of range, "
         f"PSNR {meas['mean_psnr_db']:.2f} dB, SSIM {meas['mean_ssim']:.3f}, "
@@ -286,6 +322,8 @@ def _metrics_lines(summary: dict) -> list[str]:
 
 def _breakdown_lines(summary: dict) -> list[str]:
     breakdown = summary["gap_breakdown"]
+    if breakdown == NO_SERVED:
+        return []
     return [
         "Where the gap comes from (mean measured - simulated G per user-slot, by part):",
         "",
@@ -320,7 +358,10 @@ def _fault_lines(summary: dict, trace: pd.DataFrame) -> list[str]:
 def _refit_lines(refit: dict) -> list[str]:
     """The MAPEs before and after a refit of the profile from a live run."""
 
-    def row(name: str, mape: dict) -> str:
+    def row(name: str, mape: dict | str) -> str:
+        if mape == NO_SERVED:
+            return f"| {name} | " + " | ".join(NO_SERVED for _ in MAPE_KEYS) + " |"
+        assert isinstance(mape, dict)
         return (
             f"| {name} | " + " | ".join(f"{mape.get(k, math.nan):.1f}%" for k in MAPE_KEYS) + " |"
         )

@@ -21,7 +21,8 @@ from testbed.live.controller import LivePlan, run_live
 from testbed.live.nodes import NodeAddresses, NodeSupervisor
 from testbed.live.options import LiveOptions, check_live_catalogue
 from testbed.live.report import loop_overhead, summarise_live, write_report
-from testbed.live.resume import ResumePoint, resume_run
+from testbed.live.resume import LiveResume, ResumePoint
+from testbed.live.world import REACH_TIMEOUT_S, check_nodes
 from testbed.runs.folder import CONFIG, RunFolder
 from testbed.runs.traces import LIVE_TRACE_SCHEMA, read_trace
 
@@ -32,9 +33,16 @@ SUMMARY = "summary.json"
 def plan_live(options: LiveOptions, config: ScenarioConfig) -> LivePlan:
     """The checked plan of a run: ``config``'s models are zoo models or checkpoint folders
     with an image source each, the options are checked, the security's files read, the
-    policies built and their checkpoints verified. Nothing is written."""
+    policies built and their checkpoints verified; running nodes (``--edge``,
+    ``--users-node``) answer within :data:`~testbed.live.world.REACH_TIMEOUT_S` (or the
+    shorter ``--start-timeout``) and serve ``config``'s scenario. Nothing is written."""
     check_live_catalogue(config)
-    return LivePlan.build(options, config)
+    plan = LivePlan.build(options, config)
+    if options.external_nodes:
+        assert options.edge is not None and options.users_node is not None
+        nodes = NodeAddresses(options.users_node, options.edge, plan.security.security)
+        check_nodes(nodes, config, timeout_s=min(REACH_TIMEOUT_S, options.start_timeout_s))
+    return plan
 
 
 def default_out(plan: LivePlan) -> str:
@@ -42,11 +50,10 @@ def default_out(plan: LivePlan) -> str:
     return f"runs/run__{plan.options.policy}__seed{plan.config.seed}__{int(time.time())}"
 
 
-def plan_resume(path: str | Path, current: LiveOptions) -> tuple[LivePlan, RunFolder, ResumePoint]:
-    """The plan of the killed run in ``path`` (its stored options and scenario, with
-    ``current``'s progress bar, node start timeout and security), its folder and its first
-    unfinished slot. Nothing is written."""
-    resumed = resume_run(path, current)
+def plan_resume(resumed: LiveResume) -> tuple[LivePlan, RunFolder, ResumePoint]:
+    """The plan of the killed run ``resumed`` (:func:`~testbed.live.resume.resume_run`: its
+    stored options and scenario, with this command's progress bar, node start timeout and
+    security), its folder and its first unfinished slot. Nothing is written."""
     return plan_live(resumed.options, resumed.config), resumed.folder, resumed.point
 
 
@@ -72,6 +79,7 @@ def play(plan: LivePlan, folder: RunFolder, resume: ResumePoint | None = None) -
                 security=plan.security,
             )
             nodes = supervisor.start()
+            check_nodes(nodes, plan.config, labels=("the users' node", "the edge node"))
         info = run_live(plan, folder.path, nodes, supervisor, resume)
     finally:
         if supervisor is not None:
@@ -126,13 +134,23 @@ def refit_comparison(config: ScenarioConfig, summary: dict) -> dict | None:
     }
 
 
-def outcome(summary: dict, out: Path) -> tuple[int, str]:
+def outcome(summary: dict, out: Path, max_failed_share: float = 0.5) -> tuple[int, str]:
     """The exit code of a finished run and its one line: the measured utility beside the
-    simulated (code 0, for stdout), or why the run ended early (code 1, for stderr)."""
+    simulated (code 0, for stdout), or why the run ended early or failed (code 1, for
+    stderr): every user-slot failed, or more than ``max_failed_share`` of them."""
     if summary["ended_early"]:
         return 1, (
             f"testbed: the run ended early: {summary['ended_early']}; the "
             f"{summary['slots']} finished slots are kept in {out}"
+        )
+    failed, total = summary["failed_user_slots"], summary["user_slots"]
+    if total == 0:
+        return 1, f"testbed: the run played no user-slot; {out} holds what it wrote"
+    if failed == total or failed > max_failed_share * total:
+        return 1, (
+            f"testbed: {failed} of {total} user-slots failed (allowed: a share of "
+            f"{max_failed_share:g}, --max-failed-share; most often: "
+            f"{summary['most_frequent_failure'][:80] or 'none'}); the run is kept in {out}"
         )
     sim, meas = summary["simulated"], summary["measured"]
     return 0, (

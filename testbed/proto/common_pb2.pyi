@@ -91,3 +91,22 @@ class DownloadChunk(_message.Message):
     header: ResultHeader
     data: bytes
     def __init__(self, header: _Optional[_Union[ResultHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ScenarioDescription(_message.Message):
+    __slots__ = ("scenario_sha256", "keys")
+    class KeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SCENARIO_SHA256_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    scenario_sha256: str
+    keys: _containers.ScalarMap[str, str]
+    def __init__(self, scenario_sha256: _Optional[str] = ..., keys: _Optional[_Mapping[str, str]] = ...) -> None: ...

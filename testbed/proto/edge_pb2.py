@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from testbed.proto import common_pb2 as testbed_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18testbed/proto/edge.proto\x12\ntestbed.v1\x1a\x1atestbed/proto/common.proto\"t\n\x0c\x43\x61\x63heRequest\x12\r\n\x05\x66rame\x18\x01 \x01(\r\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x1e\n\x16\x62\x61\x63khaul_down_rate_bps\x18\x03 \x01(\x01\x12\x12\n\ntime_scale\x18\x04 \x01(\x01\x12\x11\n\tlink_loss\x18\x05 \x01(\x01\"9\n\tModelFill\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ill_s\x18\x03 \x01(\x01\"T\n\x0b\x43\x61\x63heReport\x12\x0e\n\x06\x63\x61\x63hed\x18\x01 \x03(\t\x12\x0f\n\x07\x65victed\x18\x02 \x03(\t\x12$\n\x05\x66ills\x18\x03 \x03(\x0b\x32\x15.testbed.v1.ModelFill2\x8b\x01\n\x04\x45\x64ge\x12?\n\nApplyCache\x12\x18.testbed.v1.CacheRequest\x1a\x17.testbed.v1.CacheReport\x12\x42\n\x08Generate\x12\x17.testbed.v1.UploadChunk\x1a\x19.testbed.v1.DownloadChunk(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18testbed/proto/edge.proto\x12\ntestbed.v1\x1a\x1atestbed/proto/common.proto\"t\n\x0c\x43\x61\x63heRequest\x12\r\n\x05\x66rame\x18\x01 \x01(\r\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x1e\n\x16\x62\x61\x63khaul_down_rate_bps\x18\x03 \x01(\x01\x12\x12\n\ntime_scale\x18\x04 \x01(\x01\x12\x11\n\tlink_loss\x18\x05 \x01(\x01\"9\n\tModelFill\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ill_s\x18\x03 \x01(\x01\"T\n\x0b\x43\x61\x63heReport\x12\x0e\n\x06\x63\x61\x63hed\x18\x01 \x03(\t\x12\x0f\n\x07\x65victed\x18\x02 \x03(\t\x12$\n\x05\x66ills\x18\x03 \x03(\x0b\x32\x15.testbed.v1.ModelFill2\xd5\x01\n\x04\x45\x64ge\x12?\n\nApplyCache\x12\x18.testbed.v1.CacheRequest\x1a\x17.testbed.v1.CacheReport\x12\x42\n\x08Generate\x12\x17.testbed.v1.UploadChunk\x1a\x19.testbed.v1.DownloadChunk(\x01\x30\x01\x12H\n\x08\x44\x65scribe\x12\x1b.testbed.v1.DescribeRequest\x1a\x1f.testbed.v1.ScenarioDescriptionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,5 +39,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CACHEREPORT']._serialized_start=245
   _globals['_CACHEREPORT']._serialized_end=329
   _globals['_EDGE']._serialized_start=332
-  _globals['_EDGE']._serialized_end=471
+  _globals['_EDGE']._serialized_end=545
 # @@protoc_insertion_point(module_scope)

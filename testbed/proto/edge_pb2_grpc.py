@@ -45,6 +45,11 @@ class EdgeStub:
                 request_serializer=testbed_dot_proto_dot_common__pb2.UploadChunk.SerializeToString,
                 response_deserializer=testbed_dot_proto_dot_common__pb2.DownloadChunk.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/testbed.v1.Edge/Describe',
+                request_serializer=testbed_dot_proto_dot_common__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=testbed_dot_proto_dot_common__pb2.ScenarioDescription.FromString,
+                _registered_method=True)
 
 
 class EdgeServicer:
@@ -64,6 +69,13 @@ class EdgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """The scenario this node serves (its hash and the keys that shape the world).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EdgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +88,11 @@ def add_EdgeServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=testbed_dot_proto_dot_common__pb2.UploadChunk.FromString,
                     response_serializer=testbed_dot_proto_dot_common__pb2.DownloadChunk.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=testbed_dot_proto_dot_common__pb2.DescribeRequest.FromString,
+                    response_serializer=testbed_dot_proto_dot_common__pb2.ScenarioDescription.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +149,33 @@ class Edge:
             '/testbed.v1.Edge/Generate',
             testbed_dot_proto_dot_common__pb2.UploadChunk.SerializeToString,
             testbed_dot_proto_dot_common__pb2.DownloadChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/testbed.v1.Edge/Describe',
+            testbed_dot_proto_dot_common__pb2.DescribeRequest.SerializeToString,
+            testbed_dot_proto_dot_common__pb2.ScenarioDescription.FromString,
             options,
             channel_credentials,
             insecure,

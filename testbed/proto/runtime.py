@@ -39,6 +39,7 @@ from testbed.proto.security import (
     TokenCarrier,
     TokenCheck,
     channel_credentials,
+    check_address,
     check_listen,
     check_target,
     server_credentials,
@@ -139,16 +140,22 @@ def make_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
-    host, _, port = listen.rpartition(":")
-    target = f"{host or LOOPBACK}:{port or 0}"
-    if security is not None and security.serves_tls:
-        bound = server.add_secure_port(target, server_credentials(security))
-    else:
-        bound = server.add_insecure_port(target)
+    host, port = check_address("--listen", listen, any_port=True)
+    target = f"{host}:{port}"
+    try:
+        if security is not None and security.serves_tls:
+            bound = server.add_secure_port(target, server_credentials(security))
+        else:
+            bound = server.add_insecure_port(target)
+    except RuntimeError:  # grpc's "Failed to bind", raised by newer versions
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise UsageError(
+            f"--listen {listen}: cannot listen there (the port is taken, or the host is not "
+            "an address of this machine)"
+        )
     server.start()
-    node = NodeServer(server, health_servicer, f"{host or LOOPBACK}:{bound}", tuple(service_names))
+    node = NodeServer(server, health_servicer, f"{host}:{bound}", tuple(service_names))
     node.set_serving(True)
     return node
 

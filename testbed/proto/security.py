@@ -66,6 +66,29 @@ def address_host(address: str) -> str:
     return address.rpartition(":")[0]
 
 
+MAX_PORT = 65535
+
+
+def check_address(flag: str, address: str, any_port: bool = False) -> tuple[str, int]:
+    """The host and port of ``address`` given to ``flag``: ``HOST:PORT`` (an IPv6 host in
+    brackets, ``[::1]:50051``) with a non-empty host and a port in 1-65535, or 0 as well with
+    ``any_port`` (a ``--listen`` that takes any free port); a `UsageError` naming ``flag``
+    otherwise. The one check of every address a user gives."""
+    ports = f"0-{MAX_PORT}, 0: any free port" if any_port else f"1-{MAX_PORT}"
+    rule = f"{flag} {address!r}: expected HOST:PORT with a port in {ports}"
+    host, colon, port = address.strip().rpartition(":")
+    bare = host.removeprefix("[").removesuffix("]")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not colon or not bare or (":" in bare and not bracketed) or any(c.isspace() for c in host):
+        raise UsageError(rule)
+    if (
+        not (port.isascii() and port.isdigit())
+        or not (0 if any_port else 1) <= int(port) <= MAX_PORT
+    ):
+        raise UsageError(rule)
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class Security:
     """What secures a node's server and its clients' channels; any part may be absent.
@@ -150,8 +173,9 @@ def _read_pem(flag: str, path: str | Path | None, kinds: tuple[bytes, ...]) -> b
 
 
 def check_listen(listen: str, security: Security | None) -> None:
-    """Refuse a bind to a non-loopback host without TLS and a token (`UsageError`)."""
-    host = address_host(listen)
+    """Refuse a malformed ``--listen`` (:func:`check_address`) and a bind to a non-loopback
+    host without TLS and a token (`UsageError`)."""
+    host, _ = check_address("--listen", listen, any_port=True)
     if host and not is_loopback(host):
         if security is None or not security.serves_tls or security.token is None:
             raise UsageError(f"--listen {listen}: {LISTEN_REFUSAL}")
@@ -216,12 +240,18 @@ def _refusing(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
 def check_target(address: str, security: Security | None) -> None:
     """Refuse a channel to a non-loopback ``address`` that would not verify the server or would
     carry no token (`UsageError`): the token is never sent in the clear to another host."""
-    host = address_host(address)
-    if not is_loopback(host or "localhost"):
-        if security is None or security.ca_pem is None or security.token is None:
-            raise UsageError(
-                f"{address}: a non-loopback node needs --tls-ca (to verify it) and --token"
-            )
+    if security is None or security.ca_pem is None or security.token is None:
+        _refuse_plain_remote(address)
+
+
+def _refuse_plain_remote(address: str, flag: str = "") -> None:
+    """Refuse a non-loopback ``address`` (given to ``flag``, if named) for a channel that
+    would not verify the server or would carry no token."""
+    if not is_loopback(address_host(address) or "localhost"):
+        named = f"{flag} " if flag else ""
+        raise UsageError(
+            f"{named}{address}: a non-loopback node needs --tls-ca (to verify it) and --token"
+        )
 
 
 def channel_credentials(security: Security) -> grpc.ChannelCredentials:
@@ -299,6 +329,12 @@ class SecurityOptions:
         if self.token is None and all(path is None for path in paths):
             return None
         return Security.from_files(*paths, token=self.token)
+
+    def check_target(self, flag: str, address: str) -> None:
+        """Refuse ``flag``'s node ``address`` when the channel to it would be plain
+        (:func:`check_target`), before any file is read."""
+        if self.tls_ca is None or self.token is None:
+            _refuse_plain_remote(address, flag)
 
     def for_child(self) -> tuple[list[str], dict[str, str]]:
         """What hands these options on to a node process: the ``--tls-*`` flags, and the

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from testbed.proto import common_pb2 as testbed_dot_proto_dot_common__pb2
 from testbed.proto import users_pb2 as testbed_dot_proto_dot_users__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -54,6 +55,11 @@ class UsersStub:
                 request_serializer=testbed_dot_proto_dot_users__pb2.SlotAllocation.SerializeToString,
                 response_deserializer=testbed_dot_proto_dot_users__pb2.SlotReport.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/testbed.v1.Users/Describe',
+                request_serializer=testbed_dot_proto_dot_common__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=testbed_dot_proto_dot_common__pb2.ScenarioDescription.FromString,
+                _registered_method=True)
 
 
 class UsersServicer:
@@ -87,6 +93,13 @@ class UsersServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """The scenario this node serves (its hash and the keys that shape the world).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsersServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +122,11 @@ def add_UsersServicer_to_server(servicer, server):
                     servicer.ServeSlot,
                     request_deserializer=testbed_dot_proto_dot_users__pb2.SlotAllocation.FromString,
                     response_serializer=testbed_dot_proto_dot_users__pb2.SlotReport.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=testbed_dot_proto_dot_common__pb2.DescribeRequest.FromString,
+                    response_serializer=testbed_dot_proto_dot_common__pb2.ScenarioDescription.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +237,33 @@ class Users:
             '/testbed.v1.Users/ServeSlot',
             testbed_dot_proto_dot_users__pb2.SlotAllocation.SerializeToString,
             testbed_dot_proto_dot_users__pb2.SlotReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/testbed.v1.Users/Describe',
+            testbed_dot_proto_dot_common__pb2.DescribeRequest.SerializeToString,
+            testbed_dot_proto_dot_common__pb2.ScenarioDescription.FromString,
             options,
             channel_credentials,
             insecure,

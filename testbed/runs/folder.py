@@ -11,6 +11,8 @@ goes through :class:`RunFolder`:
                        (:class:`agents.t2drl.TrainConfig`)
 ``live.json``          the options of a live run (``testbed run``), for ``--resume``
 ``checkpoint/``        a training run's checkpoint (``testbed.runs.checkpoints``)
+``failed.txt``         why the command failed before its first result: a new command may
+                       claim the folder again without ``--overwrite`` (:meth:`mark_failed`)
 other ``*.json``       a command's own small files (summaries, sweep identity, timing),
                        written atomically through :meth:`RunFolder.write_json`
 =====================  =====================================================================
@@ -42,6 +44,9 @@ PROVENANCE = "run.json"
 TRAIN = "train.json"
 LIVE = "live.json"
 CHECKPOINT = "checkpoint"
+FAILED = "failed.txt"
+EVALUATION = "eval.json"
+"""An experiment run's evaluation (``testbed.lab.tasks``): a result, as a CSV row is."""
 
 
 class RunFolder:
@@ -82,6 +87,32 @@ class RunFolder:
         """:meth:`check_new`, then :meth:`claim`: for a command whose inputs are all checked."""
         cls.check_new(path, flag, overwrite, resumable)
         return cls.claim(path, overwrite)
+
+    @staticmethod
+    def failed_before_results(path: str | Path) -> bool:
+        """Whether ``path`` is a folder whose command failed before its first result (it
+        holds :data:`FAILED` and no result): a new command replaces it unasked."""
+        folder = RunFolder(path)
+        return folder.has(FAILED) and not folder.holds_results()
+
+    def holds_results(self) -> bool:
+        """Whether anything in the folder is a result: a CSV with a data row (a metrics,
+        comparison or sweep row), a checkpoint, or an experiment run's evaluation."""
+        for path in self.path.rglob("*"):
+            if (path.name == CHECKPOINT and path.is_dir()) or path.name == EVALUATION:
+                return True
+            if path.suffix == ".csv" and path.is_file() and _has_data_row(path):
+                return True
+        return False
+
+    def mark_failed(self, reason: str) -> None:
+        """Record that the command failed here with ``reason``, unless the folder holds
+        results (which a retry must not replace unasked: ``--resume`` or ``--overwrite``)."""
+        if self.path.is_dir() and not self.holds_results():
+            (self.path / FAILED).write_text(
+                f"{reason}\nThe command failed before its first result: a retry with the same "
+                "--out replaces this folder.\n"
+            )
 
     def require(self, *names: str, command: str, flag: str = "--resume") -> None:
         """Refuse a folder that lacks any of ``names``: one line naming what was expected."""
@@ -190,3 +221,10 @@ class RunFolder:
                 shutil.copyfile(self.path / name, target.path / name)
         state = {"episode": int(manifest["episode"]), "exported_from": self.path.name}
         return write_acting(target.checkpoint, agents, train.agent, self.read_scenario(), state)
+
+
+def _has_data_row(path: Path) -> bool:
+    """Whether the CSV at ``path`` has a complete line after its header."""
+    with open(path, "rb") as fh:
+        fh.readline()
+        return fh.readline().endswith(b"\n")

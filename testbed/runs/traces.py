@@ -12,6 +12,9 @@ trace holding every flushed part: every finished episode.
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -171,13 +174,16 @@ class TraceWriter:
             self._write_part(table)
 
     def _write_part(self, table: pa.Table) -> None:
+        """Write one part whole: Ctrl-C and SIGTERM wait until it is renamed into place
+        (blocked in this thread meanwhile), so a stop never loses rows that were finished."""
         assert self.path is not None
-        self.path.mkdir(parents=True, exist_ok=True)
-        name = f"part-{self.parts:05d}.parquet"
-        tmp = self.path / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.path / name)
-        self.parts += 1
+        with _signals_deferred():
+            self.path.mkdir(parents=True, exist_ok=True)
+            name = f"part-{self.parts:05d}.parquet"
+            tmp = self.path / f".{name}.tmp"
+            pq.write_table(table, tmp)
+            os.replace(tmp, self.path / name)
+            self.parts += 1
 
     def close(self) -> None:
         """Write what is pending; a trace with no rows at all still gets its (empty) part."""
@@ -193,9 +199,35 @@ class TraceWriter:
         return read_trace(self.path, self.schema)
 
 
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back in this thread for the block (delivered after it), where
+    the platform can (``signal.pthread_sigmask``); a plain block elsewhere."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def trace_parts(path: str | Path) -> list[Path]:
     """The finished parts of a trace folder, in order (a part in writing is hidden)."""
     return sorted(Path(path).glob("part-*.parquet"))
+
+
+def torn_part(parts: list[Path]) -> int | None:
+    """The index of the first of ``parts`` that is not a readable Parquet file (cut short,
+    e.g. by a full disk or a crash of the file system), None if every part reads."""
+    for index, part in enumerate(parts):
+        try:
+            pq.read_metadata(part)
+        except (OSError, pa.ArrowException):
+            return index
+    return None
 
 
 def read_trace(path: str | Path, schema: pa.Schema = TRACE_SCHEMA) -> pd.DataFrame:
