@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import pyarrow.parquet as pq
 
 from testbed.core.config import ModelCatalogue
 from testbed.core.records import SlotOutcome, SlotState
+from testbed.runs.interrupts import DeferredInterrupt
 
 TRACE_SCHEMA = pa.schema(
     [
@@ -174,16 +173,20 @@ class TraceWriter:
             self._write_part(table)
 
     def _write_part(self, table: pa.Table) -> None:
-        """Write one part whole: Ctrl-C and SIGTERM wait until it is renamed into place
-        (blocked in this thread meanwhile), so a stop never loses rows that were finished."""
+        """Write one part whole: a first Ctrl-C or SIGTERM waits until the part is renamed
+        into place and is then handed to the handler that was in force (which stops the run,
+        or, inside a loop that defers too, asks it to stop at its next safe point), so a stop
+        never loses rows that were finished."""
         assert self.path is not None
-        with _signals_deferred():
+        with DeferredInterrupt() as interrupt:
             self.path.mkdir(parents=True, exist_ok=True)
             name = f"part-{self.parts:05d}.parquet"
             tmp = self.path / f".{name}.tmp"
             pq.write_table(table, tmp)
             os.replace(tmp, self.path / name)
             self.parts += 1
+        if interrupt.signum is not None:
+            signal.raise_signal(interrupt.signum)
 
     def close(self) -> None:
         """Write what is pending; a trace with no rows at all still gets its (empty) part."""
@@ -197,21 +200,6 @@ class TraceWriter:
         if self.path is None:
             return pa.concat_tables(self._tables or [self.schema.empty_table()]).to_pandas()
         return read_trace(self.path, self.schema)
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM held back in this thread for the block (delivered after it), where
-    the platform can (``signal.pthread_sigmask``); a plain block elsewhere."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def trace_parts(path: str | Path) -> list[Path]:
