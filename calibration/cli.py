@@ -26,7 +26,6 @@ from calibration.sweep import (
     fit_model,
     measured_repaint,
     mismatch_matrix,
-    model_label,
     plot_mismatch,
     plot_model,
     sweep_model,
@@ -34,6 +33,7 @@ from calibration.sweep import (
 )
 from calibration.zoo_cli import add_zoo_command, check_device, check_source, require_at_least
 from edge_node.executor import DTYPES
+from testbed.core.config import model_label
 from testbed.core.errors import CheckpointError, TestbedError, UsageError
 from testbed.core.outputs import check_out_dir, claim_out_dir
 from ue_emulator.quality import QUALITY_MEASURES

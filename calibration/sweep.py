@@ -19,7 +19,7 @@ import pandas as pd
 from calibration.evaluation import mean_psnr_db, serve_and_score
 from calibration.fit import LatencyFit, QualityFit, fit_latency, fit_quality
 from edge_node.executor import RePaintExecutor
-from testbed.core.config import QUALITY_METRICS, RepaintSettings
+from testbed.core.config import QUALITY_METRICS, RepaintSettings, model_label
 from ue_emulator.quality import QUALITY_MEASURES
 from ue_emulator.requests import make_requests
 
@@ -105,11 +105,6 @@ def measured_repaint(measurements: pd.DataFrame) -> RepaintSettings:
         )
     row = schedules.iloc[0]
     return RepaintSettings(int(row["jump_length"]), int(row["jump_n_sample"]))
-
-
-def model_label(model: str) -> str:
-    """The profile name of a zoo model (its name) or of a checkpoint folder (its basename)."""
-    return Path(model).name
 
 
 def fit_model(measurements: pd.DataFrame, name: str) -> ModelProfile:

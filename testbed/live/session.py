@@ -21,13 +21,10 @@ from testbed.live.controller import LivePlan, run_live
 from testbed.live.nodes import NodeAddresses, NodeSupervisor
 from testbed.live.options import LiveOptions, check_live_catalogue
 from testbed.live.report import loop_overhead, summarise_live, write_report
-from testbed.live.resume import LiveResume, ResumePoint
+from testbed.live.resume import SUMMARY, LiveResume, ResumePoint
 from testbed.live.world import REACH_TIMEOUT_S, check_nodes
 from testbed.runs.folder import CONFIG, RunFolder
 from testbed.runs.traces import LIVE_TRACE_SCHEMA, read_trace
-
-SUMMARY = "summary.json"
-"""A live run's summary: what the run did beside simulated against measured."""
 
 
 def plan_live(options: LiveOptions, config: ScenarioConfig) -> LivePlan:
