@@ -25,6 +25,7 @@ from typing import Any
 
 from testbed.core.errors import UsageError
 from testbed.lab.tasks import RunTask, run_task, task_complete, training_finished
+from testbed.proto.security import check_address
 from testbed.runs.folder import RunFolder
 
 _log = logging.getLogger(__name__)
@@ -209,12 +210,10 @@ def check_ray_reachable(address: str) -> str:
     host, _, port = target.rpartition(":")
     if client:  # Ray Client listens on its own port, on the resolved host
         port = address.rpartition(":")[2]
-    try:
-        port_number = int(port)
-        if not 1 <= port_number <= 65535:
-            raise ValueError(port)
-    except ValueError:
-        raise UsageError(f"--ray {address}: port {port!r}: allowed 1-65535") from None
+    if ":" in host and not host.startswith("["):  # an IPv6 host, as Ray writes it
+        host = f"[{host}]"
+    host, port_number = check_address("--ray", f"{host}:{port}")
+    host = host.removeprefix("[").removesuffix("]")
     try:
         socket.create_connection((host, port_number), timeout=RAY_CONNECT_TIMEOUT_S).close()
     except OSError as exc:
